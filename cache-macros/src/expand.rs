@@ -1,0 +1,339 @@
+//! Stage 3: generate the wrapper and its companions from a validated [`Plan`].
+//!
+//! The signature is re-emitted as written; only the body is rewritten. The
+//! key is built from borrowed arguments first, then the user's block runs in
+//! its own `async move` block, so `return` and `?` behave exactly as without
+//! the macro.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Block, Expr, GenericParam, Ident, Signature, Type, Visibility};
+
+use crate::validate::{Invalidation, KeyPart, Mode, Plan, Shape};
+
+/// Everything needed from the annotated function.
+pub struct Item<'a> {
+    pub attrs: &'a [syn::Attribute],
+    pub vis: &'a Visibility,
+    pub sig: &'a Signature,
+    pub block: &'a Block,
+}
+
+/// `__cache_k.lit(..); __cache_k.arg(&..);` for a key or template.
+fn key_writes(parts: &[KeyPart]) -> TokenStream {
+    let mut out = TokenStream::new();
+    for part in parts {
+        match part {
+            KeyPart::Text(text) => out.extend(quote!(__cache_k.lit(#text);)),
+            KeyPart::Value(v) => {
+                let root = Ident::new(&v.root, v.span);
+                let fields = v.fields.iter().map(|f| match f.parse::<u32>() {
+                    Ok(index) => syn::Index {
+                        index,
+                        span: v.span,
+                    }
+                    .into_token_stream(),
+                    Err(_) => Ident::new(f, v.span).into_token_stream(),
+                });
+                out.extend(quote_spanned!(v.span=> __cache_k.arg(&#root #(.#fields)*);));
+            }
+        }
+    }
+    out
+}
+
+fn key_closure(krate: &TokenStream, parts: &[KeyPart]) -> TokenStream {
+    let writes = key_writes(parts);
+    quote!(|__cache_k: &mut #krate::__private::KeyBuilder| { #writes })
+}
+
+fn shape_path(krate: &TokenStream, shape: Shape) -> TokenStream {
+    match shape {
+        Shape::Result => quote!(#krate::__private::ResultShape),
+        Shape::Option => quote!(#krate::__private::OptionShape),
+        Shape::Plain => quote!(#krate::__private::PlainShape),
+    }
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    fn scan(ts: TokenStream) -> bool {
+        ts.into_iter().any(|tt| match tt {
+            TokenTree::Ident(i) => i == "impl",
+            TokenTree::Group(g) => scan(g.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
+}
+
+/// `if false { let x: Ret = loop {}; return x; }`: fixes the async block's
+/// output type so `?` inside the user's block knows what to convert into
+/// (the trick `tracing::instrument` uses).
+fn return_type_hint(sig: &Signature) -> TokenStream {
+    match &sig.output {
+        syn::ReturnType::Type(_, ty) if !contains_impl_trait(ty) => quote! {
+            #[allow(
+                unknown_lints,
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::let_with_type_underscore,
+                clippy::needless_return,
+                clippy::unreachable
+            )]
+            if false {
+                let __cache_fake_return: #ty = loop {};
+                return __cache_fake_return;
+            }
+        },
+        _ => TokenStream::new(),
+    }
+}
+
+/// The expression of one typed invalidation: the target's `key` companion.
+fn typed_key(call: &syn::ExprCall) -> TokenStream {
+    let Expr::Path(path) = &*call.func else {
+        return quote_spanned!(call.span()=> ::core::compile_error!("expected a function path"));
+    };
+    let mut path = path.path.clone();
+    let segments: Vec<_> = path.segments.iter().collect();
+    // `Self::f(..)` or `Type::f(..)`: a method's companion `f_key`;
+    // `f(..)` or `module::f(..)`: a free function's companion module `f::key`.
+    let is_assoc = segments.len() >= 2 && {
+        let owner = segments[segments.len() - 2].ident.to_string();
+        owner == "Self" || owner.chars().next().is_some_and(char::is_uppercase)
+    };
+    let args = call.args.iter().map(|a| quote_spanned!(a.span()=> &(#a)));
+    if is_assoc {
+        if let Some(last) = path.segments.last_mut() {
+            last.ident = format_ident!("{}_key", last.ident);
+        }
+        quote_spanned!(call.span()=> #path(#(#args),*))
+    } else {
+        quote_spanned!(call.span()=> #path::key(#(#args),*))
+    }
+}
+
+fn invalidations(krate: &TokenStream, plan: &Plan) -> TokenStream {
+    let calls = plan.invalidations.iter().map(|inv| match inv {
+        Invalidation::Typed(call) => {
+            let key = typed_key(call);
+            quote!(.key(#key))
+        }
+        Invalidation::Exact(parts) => {
+            let f = key_closure(krate, parts);
+            quote!(.template(#f))
+        }
+        Invalidation::Pattern(parts) => {
+            let f = key_closure(krate, parts);
+            quote!(.pattern(#f))
+        }
+    });
+    quote!(#krate::__private::Invalidations::new() #(#calls)*)
+}
+
+/// `T` -> `&T`; `&'a T` / `&mut T` -> `&T`: companions borrow their arguments.
+fn borrowed(ty: &Type) -> TokenStream {
+    match ty {
+        Type::Reference(r) => {
+            let inner = &r.elem;
+            quote!(&#inner)
+        }
+        other => quote!(&#other),
+    }
+}
+
+fn idents_in(ts: TokenStream, out: &mut Vec<String>) {
+    for tt in ts {
+        match tt {
+            TokenTree::Ident(i) => out.push(i.to_string()),
+            TokenTree::Group(g) => idents_in(g.stream(), out),
+            TokenTree::Punct(p) if p.as_char() == '\'' => out.push("'".into()),
+            _ => {}
+        }
+    }
+}
+
+/// The generics of a companion: only the parameters its arguments mention,
+/// so none is left for the caller to annotate.
+fn companion_generics(sig: &Signature, arg_types: &[TokenStream]) -> (TokenStream, TokenStream) {
+    let mut mentioned = Vec::new();
+    for ty in arg_types {
+        idents_in(ty.clone(), &mut mentioned);
+    }
+    let text: String = arg_types
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let name_of = |gp: &GenericParam| match gp {
+        GenericParam::Type(t) => t.ident.to_string(),
+        GenericParam::Const(c) => c.ident.to_string(),
+        GenericParam::Lifetime(l) => l.lifetime.to_string(),
+    };
+    let is_used = |gp: &GenericParam| match gp {
+        GenericParam::Lifetime(l) => text.contains(&l.lifetime.to_string()),
+        _ => mentioned.contains(&name_of(gp)),
+    };
+    let all: Vec<String> = sig.generics.params.iter().map(name_of).collect();
+    let kept: Vec<&GenericParam> = sig
+        .generics
+        .params
+        .iter()
+        .filter(|gp| is_used(gp))
+        .collect();
+    let kept_names: Vec<String> = kept.iter().map(|gp| name_of(gp)).collect();
+    let params = if kept.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(<#(#kept),*>)
+    };
+    let predicates = sig
+        .generics
+        .where_clause
+        .iter()
+        .flat_map(|w| w.predicates.iter())
+        .filter(|p| {
+            let mut ids = Vec::new();
+            idents_in(p.to_token_stream(), &mut ids);
+            let text = p.to_token_stream().to_string();
+            all.iter()
+                .filter(|g| ids.contains(g) || (g.starts_with('\'') && text.contains(g.as_str())))
+                .all(|g| kept_names.contains(g))
+        });
+    let predicates: Vec<_> = predicates.collect();
+    let where_clause = if predicates.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(where #(#predicates),*)
+    };
+    (params, where_clause)
+}
+
+fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
+    let name = &item.sig.ident;
+    let vis = item.vis;
+    let arg_names: Vec<&Ident> = plan.key_params.iter().map(|(n, _)| n).collect();
+    let arg_types: Vec<TokenStream> = plan.key_params.iter().map(|(_, t)| borrowed(t)).collect();
+    let (generics, where_clause) = companion_generics(item.sig, &arg_types);
+    let writes = key_writes(&plan.key);
+    let key_doc = format!("The exact cache key that [`{name}`] uses for these arguments.");
+    let inv_doc = format!(
+        "Removes the entry that [`{name}`] stores for these arguments (retried in the background if the store is unreachable)."
+    );
+    let key_body =
+        quote!(#krate::__private::key(|__cache_k: &mut #krate::__private::KeyBuilder| { #writes }));
+    if plan.is_method {
+        let key_fn = format_ident!("{}_key", name);
+        let inv_fn = format_ident!("{}_invalidate", name);
+        quote! {
+            #[doc = #key_doc]
+            #[allow(clippy::needless_borrow)]
+            #vis fn #key_fn #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
+                #key_body
+            }
+            #[doc = #inv_doc]
+            #vis async fn #inv_fn #generics (#(#arg_names: #arg_types),*) #where_clause {
+                #krate::__private::invalidate_key(Self::#key_fn(#(#arg_names),*)).await
+            }
+        }
+    } else {
+        let mod_doc =
+            format!("Cache companions of [`{name}`](fn@{name}): its key and its invalidation.");
+        quote! {
+            #[doc = #mod_doc]
+            #[allow(unused_imports, non_snake_case, clippy::module_name_repetitions)]
+            #vis mod #name {
+                use super::*;
+                #[doc = #key_doc]
+                #[allow(clippy::needless_borrow)]
+                pub fn key #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
+                    #key_body
+                }
+                #[doc = #inv_doc]
+                pub async fn invalidate #generics (#(#arg_names: #arg_types),*) #where_clause {
+                    #krate::__private::invalidate_key(key(#(#arg_names),*)).await
+                }
+            }
+        }
+    }
+}
+
+pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
+    let Item {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &item;
+    let name = sig.ident.to_string();
+    let ttl = match plan.ttl_ms {
+        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
+        None => quote!(::core::option::Option::None),
+    };
+    let cache_none = plan.cache_none;
+    let shape = shape_path(krate, plan.shape);
+    let hint = return_type_hint(sig);
+    let body = quote!(async move { #hint #block });
+    let ret_span = match &sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => Span::call_site(),
+    };
+    let assert_cacheable = plan
+        .stored_ty
+        .as_ref()
+        .map(|ty| quote_spanned!(ty.span()=> #krate::__private::assert_cacheable::<#ty>();))
+        .unwrap_or_default();
+    let spec = quote! {
+        static __CACHE_SPEC: #krate::__private::Spec = #krate::__private::Spec {
+            name: #name,
+            ttl: #ttl,
+            cache_none: #cache_none,
+        };
+    };
+    let new_body = match plan.mode {
+        Mode::Read => {
+            let key = key_closure(krate, &plan.key);
+            let read = quote_spanned!(ret_span=> #krate::__private::read::<#shape, _, _>);
+            quote! {
+                #spec
+                #assert_cacheable
+                let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
+                #read(&__CACHE_SPEC, __cache_call, #body).await
+            }
+        }
+        Mode::WriteThrough => {
+            let key = key_closure(krate, &plan.key);
+            let inv = invalidations(krate, plan);
+            let write = quote_spanned!(ret_span=> #krate::__private::write_through::<#shape, _, _>);
+            quote! {
+                #spec
+                #assert_cacheable
+                let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
+                let __cache_invalidations = #inv;
+                #write(&__CACHE_SPEC, __cache_call, __cache_invalidations, #body).await
+            }
+        }
+        Mode::Write => {
+            let inv = invalidations(krate, plan);
+            quote! {
+                let __cache_invalidations = #inv;
+                #krate::__private::write::<#shape, _, _>(__cache_invalidations, #body).await
+            }
+        }
+    };
+    let companions = if plan.mode == Mode::Write {
+        TokenStream::new()
+    } else {
+        companions(krate, &item, plan)
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #new_body
+        }
+        #companions
+    }
+}

@@ -1,0 +1,364 @@
+//! The cache handle: one global instance (`install`) or one per task (`Cache::scope`).
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::codec::{self, Cacheable};
+use crate::config::{CacheBuilder, ConfigError, StoreConfig, redact_url};
+use crate::key::KeyBuilder;
+use crate::policy::BreakerState;
+use crate::policy::retry::RetryQueue;
+use crate::stats::{Counters, LogLimiter, Stats};
+use crate::store::{
+    Backend, DisabledStore, MemoryStore, RedisOptions, RedisStore, Store, StoreError, StoreKind,
+};
+
+/// A cache: a store plus its configuration and counters. Cheap to clone (one `Arc`).
+///
+/// Create one with [`Cache::from_env`] or [`Cache::builder`], then either
+/// [`install`] it for the whole process or run a future inside
+/// [`Cache::scope`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+/// use cache_runtime::{Cache, cached};
+///
+/// #[cached(prefix = "square", id = "n", ttl = 60)]
+/// async fn square(n: u64) -> u64 { n * n }
+///
+/// let cache = Cache::builder().namespace("doc").build().await?;
+/// Cache::scope(cache.clone(), async {
+///     assert_eq!(square(7).await, 49); // miss: runs the body
+///     assert_eq!(square(7).await, 49); // hit
+/// }).await;
+/// assert_eq!(cache.stats().hits, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub namespace: String,
+    pub default_ttl: Duration,
+    pub max_key_part_len: usize,
+    pub store: Backend,
+    pub counters: Arc<Counters>,
+    pub log: LogLimiter,
+    pub retry: RetryQueue,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.inner.namespace)
+            .field("store", &self.inner.store)
+            .field("default_ttl", &self.inner.default_ttl)
+            .finish()
+    }
+}
+
+static GLOBAL: OnceLock<Cache> = OnceLock::new();
+
+tokio::task_local! {
+    static SCOPED: Cache;
+}
+
+/// The error of [`try_install`]: a cache was installed already.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a cache is already installed; `install` runs once per process (use `Cache::scope` for a second one)"
+)]
+pub struct AlreadyInstalled(pub Cache);
+
+/// Installs `cache` as the process-wide cache used by every `#[cached]`
+/// function outside a [`Cache::scope`]. The first call wins; a later call is
+/// logged as an error and ignored (use [`try_install`] to handle it).
+pub fn install(cache: Cache) {
+    if try_install(cache).is_err() {
+        tracing::error!("cache_runtime::install called twice: the second cache is ignored");
+    }
+}
+
+/// Installs `cache` unless one is installed already.
+pub fn try_install(cache: Cache) -> Result<(), AlreadyInstalled> {
+    GLOBAL.set(cache).map_err(AlreadyInstalled)
+}
+
+/// The cache in effect here: the innermost [`Cache::scope`], else the installed one.
+pub(crate) enum Current {
+    Global(&'static Cache),
+    Scoped(Cache),
+}
+
+impl std::ops::Deref for Current {
+    type Target = Cache;
+    #[inline]
+    fn deref(&self) -> &Cache {
+        match self {
+            Current::Global(c) => c,
+            Current::Scoped(c) => c,
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn current() -> Option<Current> {
+    if let Ok(cache) = SCOPED.try_with(Cache::clone) {
+        return Some(Current::Scoped(cache));
+    }
+    GLOBAL.get().map(Current::Global)
+}
+
+impl Cache {
+    /// A builder with defaults: in-memory store, namespace `cache`, TTL 1 h.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// `REDIS_URL` set: Redis; unset: the embedded in-memory store. See
+    /// [`CacheBuilder::from_env`] for every variable read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// let cache = cache_runtime::Cache::from_env().await?;
+    /// cache_runtime::install(cache);
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_env() -> Result<Cache, ConfigError> {
+        CacheBuilder::from_env()?.build().await
+    }
+
+    pub(crate) async fn from_builder(b: CacheBuilder) -> Result<Cache, ConfigError> {
+        let counters = Arc::new(Counters::default());
+        let store = match &b.store {
+            StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
+            StoreConfig::Disabled => Backend::Disabled(DisabledStore),
+            StoreConfig::Redis(url) => {
+                let invalid = |reason: String| ConfigError::InvalidRedisUrl {
+                    url: redact_url(url),
+                    reason,
+                };
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| invalid(e.to_string()))?;
+                let options = RedisOptions {
+                    connect_timeout: b.connect_timeout,
+                    op_timeout: b.op_timeout,
+                    breaker_threshold: b.breaker_threshold,
+                    breaker_open_for: b.breaker_open_for,
+                    scan_count: b.scan_count,
+                    delete_batch: b.delete_batch,
+                };
+                let store = RedisStore::new(client, options).map_err(|e| invalid(e.to_string()))?;
+                match store.ping().await {
+                    Ok(()) => tracing::info!(url = %redact_url(url), "cache connected to Redis"),
+                    Err(e) => tracing::warn!(
+                        url = %redact_url(url),
+                        error = %e,
+                        "Redis is not reachable at start-up: calls run without the cache until it is"
+                    ),
+                }
+                Backend::Redis(store)
+            }
+        };
+        let retry = RetryQueue::new(store.clone(), counters.clone(), b.invalidation_retry_for);
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                namespace: b.namespace,
+                default_ttl: b.default_ttl,
+                max_key_part_len: b.max_key_part_len,
+                store,
+                counters,
+                log: LogLimiter::new(5_000),
+                retry,
+            }),
+        })
+    }
+
+    /// Runs `fut` with `cache` in effect for every `#[cached]` call it makes
+    /// (on this task; a spawned task starts with the installed cache again).
+    /// Scopes nest; the innermost wins. Tests use this to give each test its
+    /// own store.
+    pub fn scope<F: Future>(cache: Cache, fut: F) -> impl Future<Output = F::Output> {
+        SCOPED.scope(cache, fut)
+    }
+
+    /// The cache in effect for the current task, if any.
+    pub fn current() -> Option<Cache> {
+        current().map(|c| Cache::clone(&c))
+    }
+
+    /// The first key segment.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The TTL of functions that do not set one.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    /// Which store this cache uses.
+    pub fn store_kind(&self) -> StoreKind {
+        self.inner.store.kind()
+    }
+
+    /// The circuit breaker's state (Redis stores only).
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.inner.store.breaker_state()
+    }
+
+    /// A snapshot of this cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Builds a key in this cache's namespace (what the generated `key`
+    /// companions call).
+    pub fn build_key(&self, write: impl FnOnce(&mut KeyBuilder)) -> String {
+        let mut k = KeyBuilder::new(&self.inner.namespace, self.inner.max_key_part_len);
+        write(&mut k);
+        k.finish()
+    }
+
+    /// Reads and decodes the value under `key`; `None` on a miss and on any
+    /// failure (counted and logged, never returned).
+    pub async fn get<T: Cacheable>(&self, key: &str) -> Option<T> {
+        let counters = &self.inner.counters;
+        match self.inner.store.get(key).await {
+            Ok(Some(bytes)) => match codec::decode(&bytes) {
+                Ok(value) => {
+                    Counters::bump(&counters.hits);
+                    Some(value)
+                }
+                Err(e) => {
+                    Counters::bump(&counters.decode_errors);
+                    Counters::bump(&counters.misses);
+                    self.degraded("a stored value does not decode into the return type; treated as a miss and overwritten", &e);
+                    None
+                }
+            },
+            Ok(None) => {
+                Counters::bump(&counters.misses);
+                None
+            }
+            Err(StoreError::WrongType(e)) => {
+                Counters::bump(&counters.decode_errors);
+                Counters::bump(&counters.misses);
+                self.degraded(
+                    "the key holds a foreign Redis value; treated as a miss and overwritten",
+                    &e,
+                );
+                None
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Encodes and stores `value` under `key` for `ttl` (`None`: the default TTL).
+    /// Failures are counted and logged, never returned.
+    pub async fn set<T: Cacheable + ?Sized>(&self, key: &str, value: &T, ttl: Option<Duration>) {
+        let bytes = match codec::encode(value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                Counters::bump(&self.inner.counters.encode_errors);
+                self.degraded(
+                    "a result could not be encoded; returned without storing it",
+                    &e,
+                );
+                return;
+            }
+        };
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        match self.inner.store.set(key, bytes, ttl).await {
+            Ok(()) => Counters::bump(&self.inner.counters.stores),
+            Err(e) => self.store_failed(&e),
+        }
+    }
+
+    /// Removes exact keys and every key matching the glob patterns. A failure
+    /// is retried in the background (see
+    /// [`CacheBuilder::invalidation_retry_for`]) and counted; this never fails.
+    /// Returns whether the store confirmed every removal now.
+    pub async fn invalidate(&self, keys: Vec<String>, patterns: Vec<String>) -> bool {
+        if matches!(self.inner.store, Backend::Disabled(_)) {
+            return true;
+        }
+        let counters = &self.inner.counters;
+        let mut failed_keys = Vec::new();
+        let mut failed_patterns = Vec::new();
+        if !keys.is_empty() {
+            match self.inner.store.delete(&keys).await {
+                Ok(_) => counters
+                    .invalidations
+                    .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
+                    self.invalidation_failed(&e);
+                    failed_keys = keys;
+                    0
+                }
+            };
+        }
+        for pattern in patterns {
+            match self.inner.store.delete_pattern(&pattern).await {
+                Ok(_) => Counters::bump(&counters.invalidations),
+                Err(e) => {
+                    self.invalidation_failed(&e);
+                    failed_patterns.push(pattern);
+                }
+            }
+        }
+        let confirmed = failed_keys.is_empty() && failed_patterns.is_empty();
+        if !confirmed {
+            self.inner.retry.push(failed_keys, failed_patterns);
+        }
+        confirmed
+    }
+
+    /// Removes one exact key. See [`invalidate`](Self::invalidate).
+    pub async fn invalidate_key(&self, key: impl Into<String>) -> bool {
+        self.invalidate(vec![key.into()], Vec::new()).await
+    }
+
+    /// Removes every key matching a Redis glob `pattern` (SCAN + UNLINK in
+    /// batches, never KEYS). The pattern is used as given: build it with
+    /// [`build_key`](Self::build_key) so interpolated values are escaped.
+    pub async fn invalidate_pattern(&self, pattern: impl Into<String>) -> bool {
+        self.invalidate(Vec::new(), vec![pattern.into()]).await
+    }
+
+    fn invalidation_failed(&self, e: &StoreError) {
+        Counters::bump(&self.inner.counters.invalidation_failures);
+        if let Some(held_back) = self.inner.log.permit() {
+            tracing::warn!(error = %e, held_back, "cache invalidation failed; retrying in the background");
+        }
+    }
+
+    fn store_failed(&self, e: &StoreError) {
+        let counters = &self.inner.counters;
+        match e {
+            StoreError::Timeout(_) => Counters::bump(&counters.timeouts),
+            StoreError::BreakerOpen => {
+                // Expected while the breaker is open: count, do not log.
+                Counters::bump(&counters.breaker_rejections);
+                return;
+            }
+            _ => Counters::bump(&counters.store_errors),
+        }
+        self.degraded(
+            "cache store operation failed; the call runs without the cache",
+            e,
+        );
+    }
+
+    fn degraded(&self, what: &'static str, error: &dyn std::fmt::Display) {
+        if let Some(held_back) = self.inner.log.permit() {
+            tracing::warn!(error = %error, held_back, "{what}");
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Configuration: the builder, the environment, and the typed errors a user
+//! must act on. Everything here runs once, at start-up.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Cache;
+
+/// Configuration that can not work. Returned by [`CacheBuilder::build`] and
+/// [`Cache::from_env`]; never produced at run time.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The Redis URL does not parse (the password, if any, is masked).
+    #[error("invalid Redis URL `{url}`: {reason}")]
+    InvalidRedisUrl {
+        /// The URL with its password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment variable holds a value that does not parse.
+    #[error("invalid value `{value}` for environment variable {var}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// A builder setting is out of range.
+    #[error("invalid cache setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// What was expected.
+        reason: String,
+    },
+}
+
+/// Which store a cache uses.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum StoreConfig {
+    Redis(String),
+    Memory,
+    Disabled,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            StoreConfig::Memory => f.write_str("Memory"),
+            StoreConfig::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
+
+/// Replaces the password of a `redis://user:password@host` URL by `***`.
+///
+/// ```
+/// use cache_runtime::redact_url;
+/// assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
+/// assert_eq!(redact_url("rediss://app:s3cr3t@db"), "rediss://app:***@db");
+/// assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        // `redis://password@host` is not a form redis-rs reads as a password,
+        // but mask it anyway: better a useless log line than a leaked secret.
+        None => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+    }
+}
+
+/// Builds a [`Cache`]. Start from [`Cache::builder`] (in-memory store) or
+/// [`CacheBuilder::from_env`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+/// use std::time::Duration;
+/// use cache_runtime::Cache;
+///
+/// let cache = Cache::builder()
+///     .namespace("shop")
+///     .default_ttl(Duration::from_secs(600))
+///     .max_entries(50_000)
+///     .build()
+///     .await?;
+/// assert_eq!(cache.namespace(), "shop");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.build().await`"]
+pub struct CacheBuilder {
+    pub(crate) store: StoreConfig,
+    pub(crate) namespace: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) op_timeout: Duration,
+    pub(crate) max_entries: u64,
+    pub(crate) max_key_part_len: usize,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_open_for: Duration,
+    pub(crate) invalidation_retry_for: Duration,
+    pub(crate) scan_count: usize,
+    pub(crate) delete_batch: usize,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            store: StoreConfig::Memory,
+            namespace: "cache".to_owned(),
+            default_ttl: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(1),
+            op_timeout: Duration::from_millis(200),
+            max_entries: 100_000,
+            max_key_part_len: 128,
+            breaker_threshold: 5,
+            breaker_open_for: Duration::from_secs(1),
+            invalidation_retry_for: Duration::from_secs(30),
+            scan_count: 1000,
+            delete_batch: 500,
+        }
+    }
+}
+
+/// Environment variables read by [`CacheBuilder::from_env`].
+pub const ENV_VARS: &[&str] = &[
+    "REDIS_URL",
+    "CACHE_DISABLED",
+    "CACHE_NAMESPACE",
+    "CACHE_DEFAULT_TTL",
+    "CACHE_CONNECT_TIMEOUT",
+    "CACHE_OP_TIMEOUT",
+    "CACHE_MAX_ENTRIES",
+];
+
+impl CacheBuilder {
+    /// Reads the process environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `REDIS_URL` | `redis://[user:password@]host[:port][/db]`; unset: in-memory store | unset |
+    /// | `CACHE_DISABLED` | `1`/`true`/`yes`: every call runs its body | `false` |
+    /// | `CACHE_NAMESPACE` | first key segment | `cache` |
+    /// | `CACHE_DEFAULT_TTL` | TTL of functions without `ttl`: seconds or `90s`, `5m`, `1h`, `1d` | `1h` |
+    /// | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout | `1s` |
+    /// | `CACHE_OP_TIMEOUT` | bound on each Redis operation | `200ms` |
+    /// | `CACHE_MAX_ENTRIES` | capacity of the in-memory store | `100000` |
+    ///
+    /// A value that does not parse is a [`ConfigError::InvalidEnv`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`
+    /// (for tests, or a configuration system of your own).
+    ///
+    /// ```
+    /// use cache_runtime::{CacheBuilder, ConfigError};
+    /// let err = CacheBuilder::from_lookup(|var| (var == "CACHE_DEFAULT_TTL").then(|| "soon".to_owned()))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidEnv { var: "CACHE_DEFAULT_TTL", .. }));
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut b = CacheBuilder::default();
+        if let Some(url) = lookup("REDIS_URL").filter(|u| !u.trim().is_empty()) {
+            b = b.redis_url(url);
+        }
+        if let Some(v) = lookup("CACHE_DISABLED") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => b = b.disabled(),
+                "" | "0" | "false" | "no" | "off" => {}
+                _ => {
+                    return Err(env_err(
+                        "CACHE_DISABLED",
+                        v,
+                        "expected true/false, 1/0, yes/no",
+                    ));
+                }
+            }
+        }
+        if let Some(v) = lookup("CACHE_NAMESPACE") {
+            b = b.namespace(v);
+        }
+        let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match lookup(var) {
+                None => Ok(None),
+                Some(v) => parse_duration(&v)
+                    .map(Some)
+                    .map_err(|reason| env_err(var, v, reason)),
+            }
+        };
+        if let Some(d) = duration("CACHE_DEFAULT_TTL")? {
+            b = b.default_ttl(d);
+        }
+        if let Some(d) = duration("CACHE_CONNECT_TIMEOUT")? {
+            b = b.connect_timeout(d);
+        }
+        if let Some(d) = duration("CACHE_OP_TIMEOUT")? {
+            b = b.op_timeout(d);
+        }
+        if let Some(v) = lookup("CACHE_MAX_ENTRIES") {
+            let n = v.trim().parse().map_err(|_| {
+                env_err(
+                    "CACHE_MAX_ENTRIES",
+                    v.clone(),
+                    "expected a positive integer",
+                )
+            })?;
+            b = b.max_entries(n);
+        }
+        Ok(b)
+    }
+
+    /// Use the Redis server at `url` (`redis://`, `rediss://` with TLS support
+    /// compiled in, `redis+unix://`). Checked by [`build`](Self::build).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreConfig::Redis(url.into());
+        self
+    }
+
+    /// Use the embedded in-memory store (the default).
+    pub fn memory(mut self) -> Self {
+        self.store = StoreConfig::Memory;
+        self
+    }
+
+    /// Switch caching off: every call runs its body, nothing is stored.
+    pub fn disabled(mut self) -> Self {
+        self.store = StoreConfig::Disabled;
+        self
+    }
+
+    /// The first segment of every key (default `cache`). May contain `:`;
+    /// may not contain glob characters, braces or whitespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// TTL of functions that do not set `ttl` (default 1 hour).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How long one Redis connection attempt may take (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Bound on every Redis operation, connection wait included (default
+    /// 200 ms). A call never waits longer than this for the cache.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Capacity of the in-memory store, in entries (default 100,000).
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// Interpolated values whose escaped form is longer than this many bytes
+    /// are replaced by a 33-byte stable hash (default 128; at least 40).
+    pub fn max_key_part_len(mut self, len: usize) -> Self {
+        self.max_key_part_len = len;
+        self
+    }
+
+    /// Open the circuit breaker after `failures` consecutive connection
+    /// failures or timeouts, for `open_for` before a probe (default 5, 1 s).
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_open_for = open_for;
+        self
+    }
+
+    /// How long a failed invalidation is retried in the background before it
+    /// is given up and counted as dropped (default 30 s).
+    pub fn invalidation_retry_for(mut self, window: Duration) -> Self {
+        self.invalidation_retry_for = window;
+        self
+    }
+
+    /// The `COUNT` hint of each `SCAN` step of a pattern invalidation (default 1000).
+    pub fn scan_count(mut self, count: usize) -> Self {
+        self.scan_count = count;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting, reason: &str| {
+            Err(ConfigError::InvalidSetting {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if let Some(c) = self.namespace.chars().find(|c| {
+            matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '#' | '%')
+                || c.is_whitespace()
+                || c.is_control()
+        }) {
+            return bad(
+                "namespace",
+                &format!(
+                    "`{}` contains `{c}`; use letters, digits, `:`, `-`, `_`, `.`",
+                    self.namespace
+                ),
+            );
+        }
+        if self.namespace.starts_with(':') || self.namespace.ends_with(':') {
+            return bad(
+                "namespace",
+                "must not start or end with `:` (the separator is added)",
+            );
+        }
+        if self.default_ttl.is_zero() {
+            return bad("default_ttl", "must be positive");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout", "must be positive");
+        }
+        if self.op_timeout.is_zero() {
+            return bad("op_timeout", "must be positive");
+        }
+        if self.max_entries == 0 {
+            return bad(
+                "max_entries",
+                "must be at least 1 (use `.disabled()` to switch caching off)",
+            );
+        }
+        if self.max_key_part_len < 40 {
+            return bad(
+                "max_key_part_len",
+                "must be at least 40 (a hashed part takes 33 bytes)",
+            );
+        }
+        if self.breaker_threshold == 0 || self.breaker_open_for.is_zero() {
+            return bad("circuit_breaker", "failures and open_for must be positive");
+        }
+        if self.scan_count == 0 {
+            return bad("scan_count", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// Checks the configuration and creates the cache.
+    ///
+    /// With Redis, this returns promptly even if Redis is down: the
+    /// connection is made lazily, calls run their bodies until Redis answers,
+    /// and a warning is logged. Only configuration that can never work (a
+    /// malformed URL, a zero timeout) is an error.
+    pub async fn build(self) -> Result<Cache, ConfigError> {
+        self.validate()?;
+        Cache::from_builder(self).await
+    }
+}
+
+fn env_err(var: &'static str, value: String, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidEnv {
+        var,
+        value,
+        reason: reason.into(),
+    }
+}
+
+/// Parses `"90"` (seconds) or a humantime duration (`"90s"`, `"5m"`, `"1h 30m"`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected seconds or a duration such as `90s`, `5m`, `1h` ({e})"))
+}

@@ -1,0 +1,330 @@
+//! Key formatting: `<namespace>:<expanded template>[:<id>]`.
+//!
+//! Literal template text is written as the user wrote it. Every interpolated
+//! value is *escaped*: the bytes that carry meaning in a key or in a Redis
+//! glob pattern are percent-encoded, so
+//!
+//! - keys are injective: `("a:b", "c")` and `("a", "b:c")` can never produce
+//!   the same key, because a value can not contain a raw `:`;
+//! - a value can never widen a pattern invalidation: `*`, `?`, `[`, `]` and
+//!   `\` inside a value are encoded, so only the template's own wildcards match;
+//! - a value can never pick a Redis Cluster slot: `{` and `}` are encoded.
+//!
+//! Percent-encoding keeps common values readable (`user:42`,
+//! `user:ann@example.com`) and is the same transformation another service can
+//! do with its standard library (`urllib.parse.quote(v, safe=...)`,
+//! `url.PathEscape` plus the listed bytes). Values whose escaped form is longer
+//! than [`CacheBuilder::max_key_part_len`](crate::CacheBuilder::max_key_part_len)
+//! are replaced by `#` and a SHA-256 prefix; `#` itself is escaped in values, so
+//! a hashed segment can not collide with a literal one, and the same value
+//! always hashes the same way in keys and in patterns.
+
+use std::fmt::{self, Display, Write as _};
+
+use sha2::{Digest, Sha256};
+
+/// Bytes that are percent-encoded inside interpolated values.
+///
+/// `%` (the escape itself), `:` (the segment separator), `*?[]\` (Redis glob
+/// syntax), `{}` (cluster hash tags), `#` (the hashed-segment marker), and
+/// ASCII control characters and space (they make keys unreadable in
+/// `redis-cli`).
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    matches!(
+        b,
+        b'%' | b':' | b'*' | b'?' | b'[' | b']' | b'\\' | b'{' | b'}' | b'#' | 0..=b' ' | 0x7f
+    )
+}
+
+/// Appends `value` to `out`, percent-encoding the bytes listed in [`needs_escape`].
+pub fn escape_into(out: &mut String, value: &str) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if needs_escape(b) {
+            out.push_str(&value[start..i]);
+            push_percent(out, b);
+            start = i + 1;
+        }
+    }
+    out.push_str(&value[start..]);
+}
+
+fn push_percent(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 0xf) as usize] as char);
+}
+
+/// Escapes one value, as it appears inside a key.
+///
+/// ```
+/// assert_eq!(cache_runtime::key::escape("a:b*"), "a%3Ab%2A");
+/// assert_eq!(cache_runtime::key::escape("ann@example.com"), "ann@example.com");
+/// ```
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    escape_into(&mut out, value);
+    out
+}
+
+/// A `fmt::Write` adapter that escapes whatever `Display` writes into it, so a
+/// value is formatted straight into the key buffer with no temporary `String`.
+struct Escaper<'a>(&'a mut String);
+
+impl fmt::Write for Escaper<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// Builds one key. The generated code calls [`lit`](KeyBuilder::lit) for
+/// template text and [`arg`](KeyBuilder::arg) for each interpolated value.
+#[derive(Debug)]
+pub struct KeyBuilder {
+    buf: String,
+    max_part_len: usize,
+}
+
+impl KeyBuilder {
+    pub(crate) fn new(namespace: &str, max_part_len: usize) -> Self {
+        let mut buf = String::with_capacity(namespace.len() + 48);
+        if !namespace.is_empty() {
+            buf.push_str(namespace);
+            buf.push(':');
+        }
+        KeyBuilder { buf, max_part_len }
+    }
+
+    /// Appends literal template text, unescaped.
+    #[inline]
+    pub fn lit(&mut self, text: &str) {
+        self.buf.push_str(text);
+    }
+
+    /// Appends one interpolated value, escaped (and hashed when too long).
+    #[inline]
+    pub fn arg<T: Display + ?Sized>(&mut self, value: &T) {
+        let start = self.buf.len();
+        // Writing into a String can not fail; a Display impl that reports an
+        // error leaves what it wrote so far, which is still deterministic.
+        let _ = write!(Escaper(&mut self.buf), "{value}");
+        if self.buf.len() - start > self.max_part_len {
+            let digest = Sha256::digest(&self.buf.as_bytes()[start..]);
+            self.buf.truncate(start);
+            self.buf.push('#');
+            for b in &digest[..16] {
+                let _ = write!(self.buf, "{b:02x}");
+            }
+        }
+    }
+
+    /// The finished key.
+    #[inline]
+    pub fn finish(self) -> String {
+        self.buf
+    }
+}
+
+/// Redis `stringmatchlen` semantics (`*`, `?`, `[...]`, `[^...]`, ranges and
+/// `\` escapes), used by the in-memory store so that pattern invalidation
+/// matches exactly the keys Redis' `SCAN MATCH` would.
+///
+/// ```
+/// use cache_runtime::key::glob_match;
+/// assert!(glob_match(b"app:user:42:posts:*", b"app:user:42:posts:page:1"));
+/// assert!(!glob_match(b"app:user:4:posts:*", b"app:user:42:posts:page:1"));
+/// ```
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    // Position to resume from after the last `*`: (pattern index, string index).
+    let mut backtrack: Option<(usize, usize)> = None;
+    loop {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    while p < pattern.len() && pattern[p] == b'*' {
+                        p += 1;
+                    }
+                    if p == pattern.len() {
+                        return true;
+                    }
+                    backtrack = Some((p, i));
+                    continue;
+                }
+                b'?' if i < s.len() => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'[' if i < s.len() => {
+                    if let Some((matched, next_p)) = match_class(pattern, p, s[i]) {
+                        if matched {
+                            p = next_p;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && i < s.len() => {
+                    if pattern[p + 1] == s[i] {
+                        p += 2;
+                        i += 1;
+                        continue;
+                    }
+                }
+                c if i < s.len() && c == s[i] && c != b'?' && c != b'[' && c != b'\\' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                // A trailing lone `\` matches itself, as in Redis.
+                b'\\' if p + 1 == pattern.len() && i < s.len() && s[i] == b'\\' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        } else if i == s.len() {
+            return true;
+        }
+        // Mismatch: let the last `*` swallow one more byte, if there was one.
+        match backtrack {
+            Some((bp, bi)) if bi < s.len() => {
+                backtrack = Some((bp, bi + 1));
+                p = bp;
+                i = bi + 1;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Matches `c` against the class starting at `pattern[p] == b'['`. Returns
+/// whether it matched and the index just past the class.
+fn match_class(pattern: &[u8], mut p: usize, c: u8) -> Option<(bool, usize)> {
+    p += 1;
+    let negate = pattern.get(p) == Some(&b'^');
+    if negate {
+        p += 1;
+    }
+    let mut matched = false;
+    loop {
+        match pattern.get(p) {
+            // Redis treats an unterminated class as ending at the pattern's end.
+            None => break,
+            Some(b']') => {
+                p += 1;
+                break;
+            }
+            Some(b'\\') if p + 1 < pattern.len() => {
+                if pattern[p + 1] == c {
+                    matched = true;
+                }
+                p += 2;
+            }
+            Some(&lo) if pattern.get(p + 1) == Some(&b'-') && p + 2 < pattern.len() => {
+                let hi = pattern[p + 2];
+                let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+                if (lo..=hi).contains(&c) {
+                    matched = true;
+                }
+                p += 3;
+            }
+            Some(&x) => {
+                if x == c {
+                    matched = true;
+                }
+                p += 1;
+            }
+        }
+    }
+    Some((matched != negate, p))
+}
+
+/// Whether literal template text contains Redis glob syntax, i.e. whether an
+/// invalidation template is a pattern rather than one exact key.
+pub fn is_pattern(template_text: &str) -> bool {
+    template_text
+        .bytes()
+        .any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, parts: &[&str]) -> String {
+        let mut k = KeyBuilder::new(ns, 128);
+        k.lit("t");
+        for p in parts {
+            k.lit(":");
+            k.arg(p);
+        }
+        k.finish()
+    }
+
+    #[test]
+    fn escapes_meaningful_bytes_only() {
+        assert_eq!(escape("42"), "42");
+        assert_eq!(escape("a:b"), "a%3Ab");
+        assert_eq!(escape("*?[]\\{}#% "), "%2A%3F%5B%5D%5C%7B%7D%23%25%20");
+        assert_eq!(escape("é"), "é");
+    }
+
+    #[test]
+    fn long_values_are_hashed_stably() {
+        let long = "x".repeat(500);
+        let a = key("ns", &[&long]);
+        assert_eq!(a, key("ns", &[&long]));
+        assert!(a.starts_with("ns:t:#"));
+        assert_eq!(a.len(), "ns:t:#".len() + 32);
+        assert_ne!(a, key("ns", &[&"y".repeat(500)]));
+    }
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a*c", b"abbbc"));
+        assert!(!glob_match(b"a*c", b"abbbd"));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(glob_match(b"a[bc]d", b"acd"));
+        assert!(!glob_match(b"a[^bc]d", b"acd"));
+        assert!(glob_match(b"a[a-c]d", b"abd"));
+        assert!(glob_match(b"a\\*b", b"a*b"));
+        assert!(!glob_match(b"a\\*b", b"axb"));
+        assert!(glob_match(b"ns:user:*:posts:*", b"ns:user:1:posts:page:2"));
+        assert!(!glob_match(
+            b"ns:user:1:posts:*",
+            b"ns:user:10:posts:page:2"
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_injective(a in ".{0,12}", b in ".{0,12}", c in ".{0,12}", d in ".{0,12}") {
+            let same = key("ns", &[&a, &b]) == key("ns", &[&c, &d]);
+            proptest::prop_assert_eq!(same, a == c && b == d);
+        }
+
+        #[test]
+        fn values_never_widen_patterns(
+            a in "[a-z:*?\\[\\]\\\\{}%#]{0,8}",
+            b in "[a-z:*?\\[\\]\\\\{}%#]{0,8}",
+        ) {
+            // The pattern "ns:t:<a>:*" must match the key of (b, anything)
+            // exactly when a == b.
+            let mut p = KeyBuilder::new("ns", 128);
+            p.lit("t:");
+            p.arg(&a);
+            p.lit(":*");
+            let pattern = p.finish();
+            let target = key("ns", &[&b, "tail"]);
+            proptest::prop_assert_eq!(glob_match(pattern.as_bytes(), target.as_bytes()), a == b);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Counters of what the cache did, and rate-limited logging of degradations.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Live counters of one [`Cache`](crate::Cache). Cheap to update (relaxed atomics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stores: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub encode_errors: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub breaker_rejections: AtomicU64,
+    pub bypasses: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub invalidation_failures: AtomicU64,
+    pub invalidation_retries: AtomicU64,
+    pub invalidations_dropped: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let l = |c: &AtomicU64| c.load(Relaxed);
+        Stats {
+            hits: l(&self.hits),
+            misses: l(&self.misses),
+            stores: l(&self.stores),
+            decode_errors: l(&self.decode_errors),
+            encode_errors: l(&self.encode_errors),
+            store_errors: l(&self.store_errors),
+            timeouts: l(&self.timeouts),
+            breaker_rejections: l(&self.breaker_rejections),
+            bypasses: l(&self.bypasses),
+            invalidations: l(&self.invalidations),
+            invalidation_failures: l(&self.invalidation_failures),
+            invalidation_retries: l(&self.invalidation_retries),
+            invalidations_dropped: l(&self.invalidations_dropped),
+        }
+    }
+}
+
+/// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = cache_runtime::Cache::builder().memory().build().await.unwrap();
+/// let stats = cache.stats();
+/// assert_eq!(stats.hits + stats.misses, 0);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Lookups answered from the store.
+    pub hits: u64,
+    /// Lookups that found nothing (the body ran).
+    pub misses: u64,
+    /// Values written to the store.
+    pub stores: u64,
+    /// Stored values that did not decode into the return type (garbage, a
+    /// foreign value, an older layout): treated as a miss and overwritten.
+    pub decode_errors: u64,
+    /// Results whose `Serialize` impl failed: returned, not stored.
+    pub encode_errors: u64,
+    /// Store operations that failed (connection refused or reset, error replies).
+    pub store_errors: u64,
+    /// Store operations that ran past the operation timeout.
+    pub timeouts: u64,
+    /// Operations skipped because the circuit breaker was open.
+    pub breaker_rejections: u64,
+    /// Calls that ran the body without any cache (nothing installed, or the
+    /// store is disabled).
+    pub bypasses: u64,
+    /// Invalidations (keys or patterns) confirmed by the store.
+    pub invalidations: u64,
+    /// Invalidation attempts that failed (each one is retried).
+    pub invalidation_failures: u64,
+    /// Retries of failed invalidations.
+    pub invalidation_retries: u64,
+    /// Invalidations given up after the retry window: entries that may stay
+    /// stale until their TTL. Alert on this.
+    pub invalidations_dropped: u64,
+}
+
+impl Stats {
+    /// `hits / (hits + misses)`, or 0 before any lookup.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// Lets one log line through per interval, and counts what it held back, so an
+/// outage at 10k calls/s writes one warning a few seconds, not 10k.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    origin: Instant,
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+    interval_ms: u64,
+}
+
+impl LogLimiter {
+    pub fn new(interval_ms: u64) -> Self {
+        LogLimiter {
+            origin: Instant::now(),
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            interval_ms,
+        }
+    }
+
+    /// `Some(n)` when this event may be logged; `n` is how many were held back since.
+    pub fn permit(&self) -> Option<u64> {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + self.interval_ms, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}

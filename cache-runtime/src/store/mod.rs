@@ -1,0 +1,114 @@
+//! Where values live: one trait, several backends.
+//!
+//! Backends are dispatched through the [`Backend`] enum rather than a trait
+//! object, so a lookup is a direct call with no boxed future on the hit path.
+
+mod disabled;
+mod memory;
+mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub(crate) use self::disabled::DisabledStore;
+pub(crate) use self::memory::MemoryStore;
+pub(crate) use self::redis::{RedisOptions, RedisStore};
+use crate::policy::BreakerState;
+
+/// Why a store operation did not happen. Never reaches a caller of a cached
+/// function: the runtime counts it, logs it (rate-limited) and runs the body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("operation timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("circuit breaker open")]
+    BreakerOpen,
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The key holds a value of another Redis type (a list, a hash...).
+    #[error("key holds a foreign value: {0}")]
+    WrongType(String),
+    #[error("error reply: {0}")]
+    Reply(String),
+}
+
+/// The operations every backend provides.
+pub(crate) trait Store: Send + Sync {
+    /// The raw stored bytes, or `None` for a miss.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    /// Stores `value` under `key` for `ttl`, replacing whatever was there.
+    fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes exact keys; returns how many existed.
+    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Removes every key matching a Redis glob pattern; returns how many.
+    fn delete_pattern(&self, pattern: &str)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// What kind of store a [`Cache`](crate::Cache) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// A single Redis server.
+    Redis,
+    /// The embedded in-memory store.
+    Memory,
+    /// Caching switched off: every call runs its body.
+    Disabled,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+    Disabled(DisabledStore),
+}
+
+impl Backend {
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Backend::Redis(_) => StoreKind::Redis,
+            Backend::Memory(_) => StoreKind::Memory,
+            Backend::Disabled(_) => StoreKind::Disabled,
+        }
+    }
+
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        match self {
+            Backend::Redis(r) => Some(r.breaker_state()),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Backend::Redis($s) => $call.await,
+            Backend::Memory($s) => $call.await,
+            Backend::Disabled($s) => $call.await,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        dispatch!(self, s => s.get(key))
+    }
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set(key, value, ttl))
+    }
+    async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.delete(keys))
+    }
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.delete_pattern(pattern))
+    }
+}

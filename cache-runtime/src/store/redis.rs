@@ -1,0 +1,230 @@
+//! A single Redis server through one shared `ConnectionManager`: multiplexed
+//! (every task pipelines over one socket) and reconnecting on I/O errors.
+//!
+//! Every operation is bounded by the operation timeout and guarded by the
+//! circuit breaker. When the breaker opens, the connection is replaced: a
+//! server that vanished without closing the socket (a black hole) produces
+//! only timeouts, which redis-rs does not treat as a reason to reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, RedisResult};
+
+use super::{Store, StoreError};
+use crate::policy::BreakerState;
+use crate::policy::breaker::{Breaker, Permit};
+
+/// Tuning of the Redis backend, from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisOptions {
+    pub connect_timeout: Duration,
+    pub op_timeout: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_open_for: Duration,
+    pub scan_count: usize,
+    pub delete_batch: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct RedisStore(Arc<Inner>);
+
+struct Inner {
+    client: Client,
+    conn: ArcSwap<ConnectionManager>,
+    options: RedisOptions,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client's connection info holds the password: never print it.
+        f.debug_struct("RedisStore")
+            .field("options", &self.0.options)
+            .field("breaker", &self.0.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        // Our own timeout bounds the whole operation, connection wait included.
+        .set_response_timeout(None)
+        // Few, quick reconnect attempts per trigger: a request waiting on a
+        // reconnect is bounded by the operation timeout anyway, and the next
+        // request triggers a new attempt.
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_millis(500))
+}
+
+impl RedisStore {
+    /// Creates the store without waiting for Redis: the connection is made
+    /// lazily, so a Redis that is down at start-up delays nothing.
+    pub fn new(client: Client, options: RedisOptions) -> RedisResult<Self> {
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options))?;
+        let breaker = Breaker::new(options.breaker_threshold, options.breaker_open_for);
+        Ok(RedisStore(Arc::new(Inner {
+            client,
+            conn: ArcSwap::from_pointee(conn),
+            options,
+            breaker,
+        })))
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.0.breaker.state()
+    }
+
+    /// PING, bounded by the connect timeout; used at start-up to log whether
+    /// Redis is reachable (it never fails the build).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = ConnectionManager::clone(&self.0.conn.load());
+        match tokio::time::timeout(
+            self.0.options.connect_timeout,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Connection(e.to_string())),
+            Err(_) => Err(StoreError::Timeout(self.0.options.connect_timeout)),
+        }
+    }
+
+    /// Runs one command under the breaker and the operation timeout.
+    async fn guarded<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let inner = &*self.0;
+        let Some(permit) = inner.breaker.permit() else {
+            return Err(StoreError::BreakerOpen);
+        };
+        let conn = ConnectionManager::clone(&inner.conn.load());
+        match tokio::time::timeout(inner.options.op_timeout, op(conn)).await {
+            Ok(Ok(value)) => {
+                inner.breaker.on_success(permit);
+                Ok(value)
+            }
+            Ok(Err(e)) if is_connection_error(&e) => {
+                self.on_failure(permit);
+                Err(StoreError::Connection(e.to_string()))
+            }
+            Ok(Err(e)) => {
+                // The server answered: the connection is healthy.
+                inner.breaker.on_success(permit);
+                if e.code() == Some("WRONGTYPE") {
+                    Err(StoreError::WrongType(e.to_string()))
+                } else {
+                    Err(StoreError::Reply(e.to_string()))
+                }
+            }
+            Err(_elapsed) => {
+                self.on_failure(permit);
+                Err(StoreError::Timeout(inner.options.op_timeout))
+            }
+        }
+    }
+
+    fn on_failure(&self, permit: Permit) {
+        let inner = &*self.0;
+        if inner.breaker.on_failure(permit) {
+            // Replace the connection: the old one may be a black hole that
+            // will never produce the I/O error redis-rs reconnects on.
+            match ConnectionManager::new_lazy_with_config(
+                inner.client.clone(),
+                manager_config(&inner.options),
+            ) {
+                Ok(fresh) => inner.conn.store(Arc::new(fresh)),
+                Err(e) => tracing::warn!(error = %e, "could not create a fresh Redis connection"),
+            }
+        }
+    }
+}
+
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .guarded(
+                |mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
+            )
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        // PX keeps sub-second TTLs exact; at least 1 ms (PX 0 is an error).
+        let px = (ttl.as_millis() as u64).max(1);
+        self.guarded(|mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(px)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for batch in keys.chunks(self.0.options.delete_batch) {
+            removed += self
+                .guarded(|mut conn| async move {
+                    redis::cmd("UNLINK")
+                        .arg(batch)
+                        .query_async::<u64>(&mut conn)
+                        .await
+                })
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
+        // SCAN walks the keyspace in steps of COUNT without blocking the
+        // server (KEYS would); each step's matches are UNLINKed (freed off
+        // the main thread) before the next step.
+        let count = self.0.options.scan_count;
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .guarded(|mut conn| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(count)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            removed += self.delete(&keys).await?;
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
