@@ -276,7 +276,10 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let cache_none = plan.cache_none;
     let shape = shape_path(krate, plan.shape);
     let hint = return_type_hint(sig);
-    let body = quote!(async move { #hint #block });
+    // The block's statements, not the block: `async move { { .. } }` would
+    // trip `unused_braces` in the user's crate.
+    let stmts = &block.stmts;
+    let body = quote!(async move { #hint #(#stmts)* });
     let ret_span = match &sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => Span::call_site(),

@@ -2,8 +2,8 @@
 //! its documentation describes the attribute in full.
 //!
 //! The work is split by stage, each testable without a compiler round trip:
-//! [`args`] parses the options, [`validate`] checks them against the
-//! signature and decides what to generate, [`expand`] generates it.
+//! `args` parses the options, `validate` checks them against the
+//! signature and decides what to generate, `expand` generates it.
 
 mod args;
 mod expand;

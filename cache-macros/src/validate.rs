@@ -322,7 +322,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
     let mut skipped: Vec<&Ident> = Vec::new();
     if let Some((_, list)) = &args.skip {
         for ident in list {
-            if skipped.iter().any(|s| *s == ident) {
+            if skipped.contains(&ident) {
                 errors.push(ident.span(), format!("`{ident}` is listed twice in `skip`"));
             } else if !params.iter().any(|p| &p.name == ident) {
                 errors.push(
@@ -349,13 +349,15 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
             }
         }
     };
-    if let Some((name, lit)) = &args.cache_none {
-        if mode != Mode::Write && shape != Shape::Option && lit.value {
-            errors.push(
-                name.span(),
-                "`cache_none` applies to functions returning `Option<T>`; this one does not, so remove it",
-            );
-        }
+    if let Some((name, lit)) = &args.cache_none
+        && mode != Mode::Write
+        && shape != Shape::Option
+        && lit.value
+    {
+        errors.push(
+            name.span(),
+            "`cache_none` applies to functions returning `Option<T>`; this one does not, so remove it",
+        );
     }
 
     // The own key.

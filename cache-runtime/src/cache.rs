@@ -262,7 +262,7 @@ impl Cache {
 
     /// Encodes and stores `value` under `key` for `ttl` (`None`: the default TTL).
     /// Failures are counted and logged, never returned.
-    pub async fn set<T: Cacheable + ?Sized>(&self, key: &str, value: &T, ttl: Option<Duration>) {
+    pub async fn set<T: Cacheable>(&self, key: &str, value: &T, ttl: Option<Duration>) {
         let bytes = match codec::encode(value) {
             Ok(bytes) => bytes,
             Err(e) => {

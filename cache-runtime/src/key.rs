@@ -161,20 +161,17 @@ pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
                     continue;
                 }
                 b'[' if i < s.len() => {
-                    if let Some((matched, next_p)) = match_class(pattern, p, s[i]) {
-                        if matched {
-                            p = next_p;
-                            i += 1;
-                            continue;
-                        }
-                    }
-                }
-                b'\\' if p + 1 < pattern.len() && i < s.len() => {
-                    if pattern[p + 1] == s[i] {
-                        p += 2;
+                    let (matched, next_p) = match_class(pattern, p, s[i]);
+                    if matched {
+                        p = next_p;
                         i += 1;
                         continue;
                     }
+                }
+                b'\\' if p + 1 < pattern.len() && i < s.len() && pattern[p + 1] == s[i] => {
+                    p += 2;
+                    i += 1;
+                    continue;
                 }
                 c if i < s.len() && c == s[i] && c != b'?' && c != b'[' && c != b'\\' => {
                     p += 1;
@@ -206,7 +203,7 @@ pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
 
 /// Matches `c` against the class starting at `pattern[p] == b'['`. Returns
 /// whether it matched and the index just past the class.
-fn match_class(pattern: &[u8], mut p: usize, c: u8) -> Option<(bool, usize)> {
+fn match_class(pattern: &[u8], mut p: usize, c: u8) -> (bool, usize) {
     p += 1;
     let negate = pattern.get(p) == Some(&b'^');
     if negate {
@@ -243,7 +240,7 @@ fn match_class(pattern: &[u8], mut p: usize, c: u8) -> Option<(bool, usize)> {
             }
         }
     }
-    Some((matched != negate, p))
+    (matched != negate, p)
 }
 
 /// Whether literal template text contains Redis glob syntax, i.e. whether an

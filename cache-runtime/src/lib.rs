@@ -60,4 +60,94 @@ pub use policy::BreakerState;
 pub use stats::Stats;
 pub use store::StoreKind;
 
+/// Caches an async function's result in the installed cache, invalidates
+/// other functions' entries when it succeeds, or both.
+///
+/// # Options
+///
+/// | option | meaning |
+/// |---|---|
+/// | `prefix = "user:{user_id}"` | key template after the namespace; `{placeholders}` name parameters or field paths (`{user.id}`); `{{`/`}}` are literal braces |
+/// | `id = "user_id"` | a parameter (or field path) appended to the key as `:<value>` |
+/// | `ttl = 1800` / `ttl = "30m"` | seconds, or `ms`/`s`/`m`/`h`/`d`; default: the cache's default TTL |
+/// | `skip = [db, pool]` | parameters that do not change the result, left out of the key |
+/// | `invalidate = [...]` | after success: `get_user(user_id)` (another cached function's key, type-checked), `"user:{user_id}"` (an exact key), `"user:{user_id}:posts:*"` (a pattern: `*`, `?` or `[`) |
+/// | `cache_none = true` | for `Option<T>` returns: store `None` too |
+/// | `crate = "path"` | where `cache_runtime` is, if renamed |
+///
+/// A function with `prefix`/`id` (or with no options at all) has a key of its
+/// own and is a **read** function: a hit returns the stored value without
+/// running the body; a miss runs the body and stores its result. With
+/// `invalidate` and no key it is a **write** function: the body always runs,
+/// and the listed entries are removed after it succeeds (`Ok`, or any value
+/// of a non-`Result` type). With both it is **write-through**: the body
+/// always runs, the listed entries are removed and the result is stored
+/// under the function's own key.
+///
+/// `Result<T, E>` stores only `Ok(T)`; `Option<T>` stores `Some` (and `None`
+/// with `cache_none`), so a stored `None` and a miss stay distinguishable;
+/// any other `T` is stored as is. The stored type must be
+/// `Serialize + DeserializeOwned` ([`Cacheable`]); values are plain JSON.
+///
+/// # Keys
+///
+/// `<namespace>:<prefix>[:<id>]`, e.g. `app:user:42`. A bare `#[cached]`
+/// keys on the function's name and every non-skipped parameter, in order
+/// (`app:get_user:42`). Interpolated values are escaped (see [`key`]), so
+/// keys are injective and a value can never widen a pattern.
+///
+/// # Compile-time checks
+///
+/// Each of these is a compile error pointing at the offending token: a
+/// non-`async` function; an unknown or repeated option; a `ttl` that is not
+/// a positive duration; a placeholder or `id` that names no parameter;
+/// **a parameter that is neither part of the key nor in `skip`**; `skip`
+/// naming an unknown parameter or one the key uses; `self` in a key; a
+/// malformed template; a wildcard in `prefix`; a string invalidation using
+/// unknown parameters; `ttl`/`skip`/`cache_none` on a function with no key;
+/// `cache_none` on a non-`Option` return; a return type that can not be
+/// stored (`()`, `impl Trait`, a type without serde derives); a method with
+/// no `prefix`. A typed invalidation `get_user(user_id)` expands to a call of
+/// `get_user::key(&user_id)`, so rustc checks that `get_user` is a cached
+/// function and that the arguments have the right types.
+///
+/// # Companions
+///
+/// A free function `get_user` gets a module of the same name:
+/// `get_user::key(&id) -> String` (the exact key, in the cache in effect) and
+/// `get_user::invalidate(&id).await`. Companion arguments are borrowed
+/// versions of the key's parameters (`u64` -> `&u64`, `&str` -> `&str`). A
+/// method `get_user(&self, ..)` gets associated functions
+/// `Self::get_user_key(..)` and `Self::get_user_invalidate(..)`, and is
+/// referenced in `invalidate` as `Self::get_user(id)`.
+///
+/// ```
+/// use cache_runtime::{Cache, cached};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Post { id: u64 }
+///
+/// struct Posts;
+///
+/// impl Posts {
+///     #[cached(prefix = "user:{user_id}:posts:page:{page}", ttl = "5m")]
+///     async fn page(&self, user_id: u64, page: u32) -> Result<Vec<Post>, String> {
+///         Ok(vec![Post { id: u64::from(page) }])
+///     }
+///
+///     #[cached(invalidate = ["user:{user_id}:posts:*"])]
+///     async fn add_post(&self, user_id: u64) -> Result<(), String> {
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::builder().namespace("app").build().await.unwrap();
+/// Cache::scope(cache, async {
+///     assert_eq!(Posts::page_key(&7, &2), "app:user:7:posts:page:2");
+///     Posts.page(7, 2).await.unwrap();
+///     Posts.add_post(7).await.unwrap(); // removes every page of user 7
+/// }).await;
+/// # }
+/// ```
 pub use cache_macros::cached;
