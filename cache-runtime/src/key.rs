@@ -37,7 +37,8 @@ fn needs_escape(b: u8) -> bool {
     )
 }
 
-/// Appends `value` to `out`, percent-encoding the bytes listed in [`needs_escape`].
+/// Appends `value` to `out`, percent-encoding `%`, `:`, `*`, `?`, `[`, `]`, `\`,
+/// `{`, `}`, `#`, space and ASCII control characters.
 pub fn escape_into(out: &mut String, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
