@@ -62,6 +62,14 @@ impl std::fmt::Debug for Cache {
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
 
+/// The outcome of one lookup.
+pub(crate) enum Lookup<T> {
+    Hit(T),
+    Miss,
+    /// The store did not answer (timeout, connection failure, breaker open).
+    Unavailable,
+}
+
 tokio::task_local! {
     static SCOPED: Cache;
 }
@@ -157,7 +165,7 @@ impl Cache {
                     Err(e) => tracing::warn!(
                         url = %redact_url(url),
                         error = %e,
-                        "Redis is not reachable at start-up: calls run without the cache until it is"
+                        "Redis did not answer at start-up (down, unreachable or refusing our credentials): calls run without the cache until it does"
                     ),
                 }
                 Backend::Redis(store)
@@ -226,23 +234,32 @@ impl Cache {
     /// Reads and decodes the value under `key`; `None` on a miss and on any
     /// failure (counted and logged, never returned).
     pub async fn get<T: Cacheable>(&self, key: &str) -> Option<T> {
+        match self.lookup(key).await {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Miss | Lookup::Unavailable => None,
+        }
+    }
+
+    /// Like [`get`](Self::get), telling a miss (store the fresh value) from
+    /// an unreachable store (do not wait for it a second time in this call).
+    pub(crate) async fn lookup<T: Cacheable>(&self, key: &str) -> Lookup<T> {
         let counters = &self.inner.counters;
         match self.inner.store.get(key).await {
             Ok(Some(bytes)) => match codec::decode(&bytes) {
                 Ok(value) => {
                     Counters::bump(&counters.hits);
-                    Some(value)
+                    Lookup::Hit(value)
                 }
                 Err(e) => {
                     Counters::bump(&counters.decode_errors);
                     Counters::bump(&counters.misses);
                     self.degraded("a stored value does not decode into the return type; treated as a miss and overwritten", &e);
-                    None
+                    Lookup::Miss
                 }
             },
             Ok(None) => {
                 Counters::bump(&counters.misses);
-                None
+                Lookup::Miss
             }
             Err(StoreError::WrongType(e)) => {
                 Counters::bump(&counters.decode_errors);
@@ -251,11 +268,15 @@ impl Cache {
                     "the key holds a foreign Redis value; treated as a miss and overwritten",
                     &e,
                 );
-                None
+                Lookup::Miss
             }
             Err(e) => {
                 self.store_failed(&e);
-                None
+                if e.is_unavailable() {
+                    Lookup::Unavailable
+                } else {
+                    Lookup::Miss
+                }
             }
         }
     }
@@ -290,25 +311,36 @@ impl Cache {
             return true;
         }
         let counters = &self.inner.counters;
+        // After the store proves unreachable, queue the rest for the retry
+        // task instead of waiting for it again: a call waits at most one
+        // operation timeout for the cache.
+        let mut unavailable = false;
         let mut failed_keys = Vec::new();
         let mut failed_patterns = Vec::new();
         if !keys.is_empty() {
             match self.inner.store.delete(&keys).await {
-                Ok(_) => counters
-                    .invalidations
-                    .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed),
+                Ok(_) => {
+                    counters
+                        .invalidations
+                        .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => {
                     self.invalidation_failed(&e);
+                    unavailable = e.is_unavailable();
                     failed_keys = keys;
-                    0
                 }
-            };
+            }
         }
         for pattern in patterns {
+            if unavailable {
+                failed_patterns.push(pattern);
+                continue;
+            }
             match self.inner.store.delete_pattern(&pattern).await {
                 Ok(_) => Counters::bump(&counters.invalidations),
                 Err(e) => {
                     self.invalidation_failed(&e);
+                    unavailable = e.is_unavailable();
                     failed_patterns.push(pattern);
                 }
             }

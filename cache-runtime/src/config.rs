@@ -57,35 +57,58 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// Replaces the password of a `redis://user:password@host` URL by `***`.
+/// Masks the password of a Redis URL with `***`, whatever the URL holds:
+/// `user:password@` user info (the password may itself contain raw `@`,
+/// `/`, `?` or `#`, which is exactly when the URL fails to parse), and
+/// `password=`/`pass=` query parameters (`redis+unix://` URLs).
 ///
 /// ```
 /// use cache_runtime::redact_url;
 /// assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
 /// assert_eq!(redact_url("rediss://app:s3cr3t@db"), "rediss://app:***@db");
+/// assert_eq!(redact_url("redis://:a#b/c?d@db/1"), "redis://:***@db/1");
+/// assert_eq!(redact_url("redis+unix:///tmp/r.sock?db=1&pass=hunter2"), "redis+unix:///tmp/r.sock?db=1&pass=***");
 /// assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
     };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
+    // Host names never contain `@`, so the last `@` ends the user info even
+    // when the password holds characters that would otherwise end it.
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{user}:***{}", &rest[at..])
+            } else {
+                format!("***{}", &rest[at..])
+            }
+        }
+        None => rest.to_owned(),
     };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        // `redis://password@host` is not a form redis-rs reads as a password,
-        // but mask it anyway: better a useless log line than a leaked secret.
-        None => format!("{}***{}", &url[..scheme_end], &rest[at..]),
-    }
+    let masked = mask_query_passwords(&rest);
+    format!("{scheme}{masked}")
+}
+
+fn mask_query_passwords(s: &str) -> String {
+    let Some(q) = s.find('?') else {
+        return s.to_owned();
+    };
+    let params: Vec<String> = s[q + 1..]
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
+                format!("{k}=***")
+            }
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", &s[..q], params.join("&"))
 }
 
 /// Builds a [`Cache`]. Start from [`Cache::builder`] (in-memory store) or
@@ -269,7 +292,11 @@ impl CacheBuilder {
     }
 
     /// Bound on every Redis operation, connection wait included (default
-    /// 200 ms). A call never waits longer than this for the cache.
+    /// 200 ms). A read that finds Redis unreachable does not try to store
+    /// its result, and an invalidation that finds it unreachable hands the
+    /// rest to the background retry, so a call waits at most this long for
+    /// an unreachable cache (a pattern invalidation on a healthy Redis takes
+    /// one bounded step per SCAN batch).
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self

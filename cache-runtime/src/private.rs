@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::cache::{Current, current};
+use crate::cache::{Current, Lookup, current};
 use crate::codec::Cacheable;
 pub use crate::key::KeyBuilder;
 use crate::stats::Counters;
@@ -159,11 +159,13 @@ where
     let Some(cache) = call.cache else {
         return body.await;
     };
-    if let Some(value) = cache.get::<S::Value>(&call.key).await {
-        return S::from_stored(value);
-    }
+    let reachable = match cache.lookup::<S::Value>(&call.key).await {
+        Lookup::Hit(value) => return S::from_stored(value),
+        Lookup::Miss => true,
+        Lookup::Unavailable => false,
+    };
     let result = body.await;
-    if let Some(value) = S::to_store(&result, spec.cache_none) {
+    if reachable && let Some(value) = S::to_store(&result, spec.cache_none) {
         cache.set(&call.key, value, spec.ttl).await;
     }
     result

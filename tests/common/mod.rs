@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -23,57 +24,142 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// Why a `redis-server` did not come up on its port.
+enum SpawnError {
+    /// The port is taken (by another test process, or a server we do not own).
+    PortTaken,
+}
+
 /// A `redis-server` child process on a free port.
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// `requirepass` of the server, if it has one (used by `cli`).
+    password: Option<String>,
+    /// Extra `redis-server` arguments, kept for `restart`.
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
-    /// Starts a server and waits until it answers PING.
+    /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("cache-test-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the server's directory");
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-        };
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g.
+    /// `["--requirepass", "pw"]`) on a free port.
+    pub fn start_with(args: &[&str]) -> Self {
+        // A free port can be taken between `free_port` and the server's bind
+        // (tests run in parallel, and other test processes may too): retry.
+        for _ in 0..10 {
+            let mut server = Self::new(free_port(), args);
+            if server.try_spawn().is_ok() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port after 10 attempts");
+    }
+
+    /// Starts a server on `port` (e.g. one a cache was built against before
+    /// any server listened there).
+    pub fn start_on(port: u16) -> Self {
+        let mut server = Self::new(port, &[]);
         server.spawn();
         server
     }
 
+    fn new(port: u16, args: &[&str]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("cache-test-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let password = args
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| args.get(i + 1))
+            .map(|p| (*p).to_owned());
+        RedisServer {
+            port,
+            dir,
+            child: None,
+            password,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
     fn spawn(&mut self) {
+        if self.try_spawn().is_err() {
+            panic!(
+                "port {} is taken: redis-server could not bind it",
+                self.port
+            );
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), SpawnError> {
+        // The server logs to stdout; keep it to explain a failed start.
+        let log_path = self.dir.join("redis.log");
+        let log = std::fs::File::create(&log_path).expect("create the server's log");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
-            .stdout(Stdio::null())
+            .args(&self.extra_args)
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed: run scripts/test.sh, which installs it");
+        let pid = child.id();
+        // Owned from here on, so that a panic below still kills it (Drop).
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
+        loop {
+            let exited = self.child.as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(status))) = exited {
+                self.child = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Err(SpawnError::PortTaken);
+                }
+                panic!(
+                    "redis-server {:?} exited at start ({status}):\n{log}",
+                    self.extra_args
+                );
+            }
+            if ping(self.port) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "redis-server on port {} did not start",
                 self.port
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
+        // Something answers; make sure it is our child and not a server
+        // another test started on the same port a moment ago.
+        let info = self.cli(&["INFO", "server"]);
+        let ours = info
+            .lines()
+            .any(|l| l.trim() == format!("process_id:{pid}"));
+        if !ours {
+            self.kill();
+            return Err(SpawnError::PortTaken);
+        }
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// `redis://127.0.0.1:<port>`, with the password if the server has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it to go.
@@ -84,19 +170,27 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty: it keeps nothing).
+    /// Starts the server again on the same port. It starts empty, unless
+    /// [`save`](Self::save) was called before it went down: then it loads
+    /// what was saved (a server with persistence that crashed).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
+    /// Writes a snapshot (`SAVE`) that the next [`restart`](Self::restart) loads.
+    pub fn save(&self) {
+        assert_eq!(self.cli(&["SAVE"]), "OK", "SAVE on port {}", self.port);
+    }
+
     /// Runs `redis-cli` against this server and returns its trimmed output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = cmd.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -111,6 +205,38 @@ impl RedisServer {
         keys.sort();
         keys
     }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        match self.cli(&["EXISTS", key]).as_str() {
+            "1" => true,
+            "0" => false,
+            other => panic!("EXISTS {key}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// The raw value under `key` (`None` if there is no key).
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.exists(key).then(|| self.cli(&["GET", key]))
+    }
+
+    /// `PTTL key`: milliseconds left, -1 without expiry, -2 without the key.
+    pub fn pttl(&self, key: &str) -> i64 {
+        let out = self.cli(&["PTTL", key]);
+        out.parse()
+            .unwrap_or_else(|_| panic!("PTTL {key}: unexpected reply {out:?}"))
+    }
+
+    /// How many times the server has run `command` (from `INFO commandstats`).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for RedisServer {
@@ -120,13 +246,36 @@ impl Drop for RedisServer {
     }
 }
 
+/// Whether a Redis server answers on `port` (`+PONG`, or `-NOAUTH` from a
+/// server with a password: it is up either way).
 fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut buf).is_ok()
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns
+/// whether it held. For conditions that need `await` (a cached call).
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A TCP proxy in front of a server. `blackhole()` stops forwarding in both
@@ -206,19 +355,26 @@ impl Drop for TcpProxy {
 fn pump(mut from: TcpStream, mut to: TcpStream, blackholed: &AtomicBool, stop: &AtomicBool) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 64 * 1024];
+    // Bytes read but not yet forwarded: a read can return just after
+    // `blackhole()`, and those bytes must be held too.
+    let mut held = 0;
     while !stop.load(Ordering::Relaxed) {
-        // While black-holed, read nothing: data waits in the socket buffers.
-        if blackholed.load(Ordering::Relaxed) {
+        // While black-holed, forward nothing: data waits here and in the
+        // socket buffers.
+        if blackholed.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if held > 0 {
+            if to.write_all(&buf[..held]).is_err() {
+                break;
+            }
+            held = 0;
             continue;
         }
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
+            Ok(n) => held = n,
             Err(e)
                 if matches!(
                     e.kind(),

@@ -4,6 +4,10 @@
 //!
 //! While open, every cache operation is skipped at the cost of two atomic
 //! loads, so a Redis outage costs callers nothing but the body's own time.
+//!
+//! A probe whose caller is cancelled (its future dropped) reports nothing, so
+//! a probe is also only trusted for `probe_timeout`: after that, the next
+//! call becomes a new probe. The breaker can never stay half-open for good.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -27,11 +31,12 @@ pub enum BreakerState {
 pub(crate) struct Breaker {
     state: AtomicU8,
     consecutive_failures: AtomicU32,
-    /// Milliseconds since `origin` when the breaker may let a probe through.
+    /// Milliseconds since `origin` when the breaker may let a (new) probe through.
     retry_at_ms: AtomicU64,
     origin: Instant,
     threshold: u32,
     open_for: Duration,
+    probe_timeout: Duration,
     pub opened: AtomicU64,
     pub closed: AtomicU64,
 }
@@ -44,7 +49,7 @@ pub(crate) enum Permit {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, open_for: Duration) -> Self {
+    pub fn new(threshold: u32, open_for: Duration, probe_timeout: Duration) -> Self {
         Breaker {
             state: AtomicU8::new(CLOSED),
             consecutive_failures: AtomicU32::new(0),
@@ -52,6 +57,7 @@ impl Breaker {
             origin: Instant::now(),
             threshold: threshold.max(1),
             open_for,
+            probe_timeout,
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
         }
@@ -64,15 +70,29 @@ impl Breaker {
     /// Whether a call may go to the store now.
     #[inline]
     pub fn permit(&self) -> Option<Permit> {
-        match self.state.load(Acquire) {
-            CLOSED => Some(Permit::Call),
-            OPEN if self.now_ms() >= self.retry_at_ms.load(Acquire) => self
-                .state
-                .compare_exchange(OPEN, HALF_OPEN, AcqRel, Acquire)
-                .ok()
-                .map(|_| Permit::Probe),
-            _ => None,
+        if self.state.load(Acquire) == CLOSED {
+            return Some(Permit::Call);
         }
+        // Open, or half-open with a probe that may have been cancelled: the
+        // one caller that moves `retry_at_ms` forward becomes the probe.
+        let now = self.now_ms();
+        let retry_at = self.retry_at_ms.load(Acquire);
+        if now < retry_at {
+            return None;
+        }
+        let probe_until = now + self.probe_timeout.as_millis() as u64;
+        if self
+            .retry_at_ms
+            .compare_exchange(retry_at, probe_until, AcqRel, Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        // Only from OPEN: a concurrent success may have closed it meanwhile.
+        let _ = self
+            .state
+            .compare_exchange(OPEN, HALF_OPEN, AcqRel, Acquire);
+        Some(Permit::Probe)
     }
 
     #[inline]
@@ -86,6 +106,7 @@ impl Breaker {
                 .compare_exchange(HALF_OPEN, CLOSED, AcqRel, Acquire)
                 .is_ok()
         {
+            self.retry_at_ms.store(0, Release);
             self.closed.fetch_add(1, Relaxed);
             tracing::info!("cache store reachable again: circuit breaker closed");
         }
@@ -106,12 +127,14 @@ impl Breaker {
         } else {
             CLOSED
         };
-        self.retry_at_ms
-            .store(self.now_ms() + self.open_for.as_millis() as u64, Release);
         let opened = self
             .state
             .compare_exchange(from, OPEN, AcqRel, Acquire)
             .is_ok();
+        if opened {
+            self.retry_at_ms
+                .store(self.now_ms() + self.open_for.as_millis() as u64, Release);
+        }
         if opened && from == CLOSED {
             self.opened.fetch_add(1, Relaxed);
             tracing::warn!(
@@ -137,8 +160,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cancelled_probe_is_replaced_after_the_probe_timeout() {
+        let b = Breaker::new(1, Duration::from_millis(10), Duration::from_millis(30));
+        b.on_failure(Permit::Call);
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(b.permit(), Some(Permit::Probe));
+        // That probe's caller is dropped: it never reports.
+        assert_eq!(b.permit(), None);
+        std::thread::sleep(Duration::from_millis(35));
+        let p = b.permit();
+        assert_eq!(p, Some(Permit::Probe));
+        b.on_success(Permit::Probe);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
     fn opens_after_threshold_and_closes_after_probe() {
-        let b = Breaker::new(3, Duration::from_millis(30));
+        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_millis(30));
         for _ in 0..2 {
             assert!(!b.on_failure(b.permit().unwrap()));
         }
@@ -156,7 +194,7 @@ mod tests {
 
     #[test]
     fn failed_probe_reopens() {
-        let b = Breaker::new(1, Duration::from_millis(20));
+        let b = Breaker::new(1, Duration::from_millis(20), Duration::from_millis(20));
         b.on_failure(Permit::Call);
         std::thread::sleep(Duration::from_millis(25));
         let p = b.permit().unwrap();

@@ -34,6 +34,17 @@ pub(crate) enum StoreError {
     Reply(String),
 }
 
+impl StoreError {
+    /// The store did not answer: trying again within the same call would
+    /// only add another wait.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Timeout(_) | StoreError::BreakerOpen | StoreError::Connection(_)
+        )
+    }
+}
+
 /// The operations every backend provides.
 pub(crate) trait Store: Send + Sync {
     /// The raw stored bytes, or `None` for a miss.

@@ -68,7 +68,11 @@ impl RedisStore {
     pub fn new(client: Client, options: RedisOptions) -> RedisResult<Self> {
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options))?;
-        let breaker = Breaker::new(options.breaker_threshold, options.breaker_open_for);
+        let breaker = Breaker::new(
+            options.breaker_threshold,
+            options.breaker_open_for,
+            options.op_timeout,
+        );
         Ok(RedisStore(Arc::new(Inner {
             client,
             conn: ArcSwap::from_pointee(conn),
