@@ -269,7 +269,7 @@ async fn template_keys_bare_keys_and_method_keys() {
         assert_eq!(repo.db.calls(), 1);
 
         assert_eq!(user_posts::key(&3, &2), "rc-keys:user:3:posts:page:2");
-        assert_eq!(bare_sum::key(&1, &"x".to_owned()), "rc-keys:bare_sum:1:x");
+        assert_eq!(bare_sum::key(&1, "x"), "rc-keys:bare_sum:1:x");
         assert_eq!(Repo::item_key(&5), "rc-keys:repo:item:5");
         assert_eq!(
             server.keys(),

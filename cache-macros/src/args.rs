@@ -112,7 +112,10 @@ impl Args {
         let mut args = Args::default();
         let parser = syn::meta::parser(|meta| {
             let Some(name) = meta.path.get_ident().cloned() else {
-                return Err(meta.error(unknown_option_message("this path")));
+                let path = quote::ToTokens::to_token_stream(&meta.path)
+                    .to_string()
+                    .replace(' ', "");
+                return Err(meta.error(unknown_option_message(&format!("`{path}`"))));
             };
             match name.to_string().as_str() {
                 "prefix" => {
@@ -156,7 +159,13 @@ impl Args {
                 }
                 "crate" => {
                     let lit: LitStr = meta.value()?.parse()?;
-                    set_once(&mut args.krate, &meta, lit.parse()?)
+                    let path = lit.parse().map_err(|_| {
+                        syn::Error::new(
+                            lit.span(),
+                            "`crate` takes a path string, e.g. `crate = \"::cache_runtime\"`",
+                        )
+                    })?;
+                    set_once(&mut args.krate, &meta, path)
                 }
                 other => Err(syn::Error::new(
                     name.span(),

@@ -27,7 +27,7 @@ fn key_writes(parts: &[KeyPart]) -> TokenStream {
         match part {
             KeyPart::Text(text) => out.extend(quote!(__cache_k.lit(#text);)),
             KeyPart::Value(v) => {
-                let root = Ident::new(&v.root, v.span);
+                let root = &v.root;
                 let fields = v.fields.iter().map(|f| match f.parse::<u32>() {
                     Ok(index) => syn::Index {
                         index,
@@ -54,6 +54,23 @@ fn shape_path(krate: &TokenStream, shape: Shape) -> TokenStream {
         Shape::Option => quote!(#krate::__private::OptionShape),
         Shape::Plain => quote!(#krate::__private::PlainShape),
     }
+}
+
+/// Gives every token the span of the return type, so that a missing
+/// `Cacheable` impl is reported there, once, and not on the attribute.
+fn respan(ts: TokenStream, span: Span) -> TokenStream {
+    ts.into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }
 
 fn contains_impl_trait(ty: &Type) -> bool {
@@ -134,13 +151,13 @@ fn invalidations(krate: &TokenStream, plan: &Plan) -> TokenStream {
     quote!(#krate::__private::Invalidations::new() #(#calls)*)
 }
 
-/// `T` -> `&T`; `&'a T` / `&mut T` -> `&T`: companions borrow their arguments.
+/// `T` -> `&T`; `&'a T` / `&mut T` -> `&T`; `String` -> `&str`: companions
+/// borrow their arguments, and accept a string literal for a `String`.
 fn borrowed(ty: &Type) -> TokenStream {
     match ty {
-        Type::Reference(r) => {
-            let inner = &r.elem;
-            quote!(&#inner)
-        }
+        Type::Reference(r) => borrowed(&r.elem),
+        Type::Path(p) if p.qself.is_none() && p.path.is_ident("String") => quote!(&str),
+        Type::ImplTrait(_) | Type::TraitObject(_) => quote!(&(#ty)),
         other => quote!(&#other),
     }
 }
@@ -280,15 +297,20 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     // trip `unused_braces` in the user's crate.
     let stmts = &block.stmts;
     let body = quote!(async move { #hint #(#stmts)* });
-    let ret_span = match &sig.output {
-        syn::ReturnType::Type(_, ty) => ty.span(),
-        syn::ReturnType::Default => Span::call_site(),
+    // Trait-bound failures of the stored type (a missing serde derive) are
+    // reported on that type: the whole runtime call carries its span.
+    let bound_span = match (&plan.stored_ty, &sig.output) {
+        (Some(ty), _) => ty.span(),
+        (None, syn::ReturnType::Type(_, ty)) => ty.span(),
+        (None, syn::ReturnType::Default) => Span::call_site(),
     };
-    let assert_cacheable = plan
-        .stored_ty
-        .as_ref()
-        .map(|ty| quote_spanned!(ty.span()=> #krate::__private::assert_cacheable::<#ty>();))
-        .unwrap_or_default();
+    let spanned_call = |path: TokenStream, args: TokenStream| {
+        let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, args);
+        group.set_span(bound_span);
+        let path = respan(path, bound_span);
+        let await_ = respan(quote!(.await), bound_span);
+        quote!(#path #group #await_)
+    };
     let spec = quote! {
         static __CACHE_SPEC: #krate::__private::Spec = #krate::__private::Spec {
             name: #name,
@@ -299,24 +321,28 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let new_body = match plan.mode {
         Mode::Read => {
             let key = key_closure(krate, &plan.key);
-            let read = quote_spanned!(ret_span=> #krate::__private::read::<#shape, _, _>);
+            let read = spanned_call(
+                quote!(#krate::__private::read::<#shape, _, _>),
+                quote!(&__CACHE_SPEC, __cache_call, #body),
+            );
             quote! {
                 #spec
-                #assert_cacheable
                 let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
-                #read(&__CACHE_SPEC, __cache_call, #body).await
+                #read
             }
         }
         Mode::WriteThrough => {
             let key = key_closure(krate, &plan.key);
             let inv = invalidations(krate, plan);
-            let write = quote_spanned!(ret_span=> #krate::__private::write_through::<#shape, _, _>);
+            let write = spanned_call(
+                quote!(#krate::__private::write_through::<#shape, _, _>),
+                quote!(&__CACHE_SPEC, __cache_call, __cache_invalidations, #body),
+            );
             quote! {
                 #spec
-                #assert_cacheable
                 let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
                 let __cache_invalidations = #inv;
-                #write(&__CACHE_SPEC, __cache_call, __cache_invalidations, #body).await
+                #write
             }
         }
         Mode::Write => {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, LitStr, Pat, ReturnType, Signature, Type};
+use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 
 use crate::args::{Args, InvalidateEntry, Ttl};
 use crate::template::{self, Placeholder, Segment, Template};
@@ -31,7 +31,9 @@ pub enum Shape {
 /// A value interpolated into a key: `root.field...`, with the span to blame.
 #[derive(Debug, Clone)]
 pub struct KeyValue {
-    pub root: String,
+    /// The parameter's own identifier (so `r#type` stays raw), re-spanned
+    /// to the placeholder.
+    pub root: Ident,
     pub fields: Vec<String>,
     pub span: Span,
 }
@@ -163,40 +165,48 @@ fn template_parts(
             Segment::Text(text) => parts.push(KeyPart::Text(text.clone())),
             Segment::Placeholder(p) => {
                 let span = t.span_of(p);
-                if check_root(&p.root, span, params, fn_name, errors) {
+                if let Some(param) = check_root(&p.root, span, params, fn_name, errors) {
                     used.push((p.root.clone(), span));
+                    parts.push(KeyPart::Value(placeholder_value(p, param, span)));
                 }
-                parts.push(KeyPart::Value(placeholder_value(p, span)));
             }
         }
     }
     parts
 }
 
-fn placeholder_value(p: &Placeholder, span: Span) -> KeyValue {
+fn placeholder_value(p: &Placeholder, param: &Ident, span: Span) -> KeyValue {
+    let mut root = param.clone();
+    root.set_span(span);
     KeyValue {
-        root: p.root.clone(),
+        root,
         fields: p.fields.clone(),
         span,
     }
 }
 
-fn check_root(
+/// A parameter's name as written in templates: `r#type` is `{type}`.
+fn plain_name(ident: &Ident) -> String {
+    use syn::ext::IdentExt;
+    ident.unraw().to_string()
+}
+
+fn check_root<'p>(
     root: &str,
     span: Span,
-    params: &[Param],
+    params: &'p [Param],
     fn_name: &Ident,
     errors: &mut Errors,
-) -> bool {
+) -> Option<&'p Ident> {
     if root == "self" {
         errors.push(
             span,
             "`self` is never part of a key: name a parameter, or pass the value as a parameter",
         );
-        return false;
+        return None;
     }
-    if params.iter().any(|p| p.name == root) {
-        return true;
+    if let Some(p) = params.iter().find(|p| plain_name(&p.name) == root) {
+        return Some(&p.name);
     }
     errors.push(
         span,
@@ -205,15 +215,18 @@ fn check_root(
             param_list(params)
         ),
     );
-    false
+    None
 }
 
-fn return_shape(output: &ReturnType) -> Result<(Shape, Option<Type>), (Span, &'static str)> {
+fn return_shape(
+    output: &ReturnType,
+    fn_name: &Ident,
+) -> Result<(Shape, Option<Type>), (Span, &'static str)> {
     let ty = match output {
         ReturnType::Default => {
             return Err((
-                output.span(),
-                "the function returns `()`: there is nothing to cache",
+                fn_name.span(),
+                "the function returns `()`: there is nothing to cache (a function that only invalidates takes `invalidate = [...]` and no `prefix`)",
             ));
         }
         ReturnType::Type(_, ty) => &**ty,
@@ -249,8 +262,8 @@ fn return_shape(output: &ReturnType) -> Result<(Shape, Option<Type>), (Span, &'s
 }
 
 /// Only the success/failure split matters for write functions.
-fn write_shape(output: &ReturnType) -> Shape {
-    match return_shape(output) {
+fn write_shape(output: &ReturnType, fn_name: &Ident) -> Shape {
+    match return_shape(output, fn_name) {
         Ok((shape, _)) => shape,
         Err(_) => Shape::Plain,
     }
@@ -276,11 +289,11 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
 
     // Parameters.
     let mut params = Vec::new();
-    let mut is_method = false;
+    let mut receiver: Option<Span> = None;
     let mut unnamed = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(_) => is_method = true,
+            FnArg::Receiver(r) => receiver = Some(r.span()),
             FnArg::Typed(pt) => match &*pt.pat {
                 Pat::Ident(pi) if pi.subpat.is_none() => params.push(Param {
                     name: pi.ident.clone(),
@@ -339,9 +352,9 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
 
     // The return type.
     let (shape, stored_ty) = if mode == Mode::Write {
-        (write_shape(&sig.output), None)
+        (write_shape(&sig.output, fn_name), None)
     } else {
-        match return_shape(&sig.output) {
+        match return_shape(&sig.output, fn_name) {
             Ok(found) => found,
             Err((span, msg)) => {
                 errors.push(span, msg);
@@ -365,13 +378,17 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
     let mut used: Vec<(String, Span)> = Vec::new();
     if has_key {
         let bare = args.prefix.is_none() && args.id.is_none();
-        if is_method && args.prefix.is_none() {
+        if let (Some(receiver), None) = (receiver, &args.prefix) {
             errors.push(
-                Span::call_site(),
+                receiver,
                 "a cached method needs an explicit `prefix`: the macro can not see the type's name, and two types' methods of the same name would share keys; e.g. `#[cached(prefix = \"user\", id = \"id\")]`",
             );
         }
         match &args.prefix {
+            Some(lit) if lit.value().trim().is_empty() => errors.push(
+                lit.span(),
+                "`prefix` is empty: name the entry, e.g. `prefix = \"user\"` (or remove `prefix` to key on the function's name)",
+            ),
             Some(lit) => match template::parse(lit) {
                 Ok(t) => {
                     if t.is_pattern() {
@@ -387,13 +404,19 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
             None => key.push(KeyPart::Text(fn_name.to_string())),
         }
         if let Some(lit) = &args.id {
-            match id_value(lit) {
-                Some(v) => {
-                    if check_root(&v.root, v.span, &params, fn_name, &mut errors) {
-                        used.push((v.root.clone(), v.span));
+            match split_path(&lit.value()) {
+                Some((root, fields)) => {
+                    if let Some(param) = check_root(&root, lit.span(), &params, fn_name, &mut errors) {
+                        used.push((root.clone(), lit.span()));
+                        let mut root = param.clone();
+                        root.set_span(lit.span());
+                        key.push(KeyPart::Text(":".into()));
+                        key.push(KeyPart::Value(KeyValue {
+                            root,
+                            fields,
+                            span: lit.span(),
+                        }));
                     }
-                    key.push(KeyPart::Text(":".into()));
-                    key.push(KeyPart::Value(v));
                 }
                 None => errors.push(
                     lit.span(),
@@ -405,15 +428,15 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
             for p in params.iter().filter(|p| !skipped.contains(&&p.name)) {
                 key.push(KeyPart::Text(":".into()));
                 key.push(KeyPart::Value(KeyValue {
-                    root: p.name.to_string(),
+                    root: p.name.clone(),
                     fields: Vec::new(),
                     span: p.name.span(),
                 }));
-                used.push((p.name.to_string(), p.name.span()));
+                used.push((plain_name(&p.name), p.name.span()));
             }
         }
         for s in &skipped {
-            if used.iter().any(|(root, _)| *s == root) {
+            if used.iter().any(|(root, _)| plain_name(s) == *root) {
                 errors.push(
                     s.span(),
                     format!(
@@ -422,8 +445,11 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
                 );
             }
         }
-        for p in &params {
-            let in_key = used.iter().any(|(r, _)| p.name == r);
+        // After a broken template or `id`, "parameter not in the key" would
+        // only repeat the same mistake.
+        let key_broken = errors.0.is_some();
+        for p in params.iter().filter(|_| !key_broken) {
+            let in_key = used.iter().any(|(r, _)| plain_name(&p.name) == *r);
             if !in_key && !skipped.contains(&&p.name) {
                 let suggestion = if args.prefix.is_some() || args.id.is_some() {
                     format!("add `{{{0}}}` to `prefix`, or", p.name)
@@ -479,7 +505,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
     let used_roots: BTreeSet<&str> = used.iter().map(|(r, _)| r.as_str()).collect();
     let key_params = params
         .iter()
-        .filter(|p| used_roots.contains(p.name.to_string().as_str()))
+        .filter(|p| used_roots.contains(plain_name(&p.name).as_str()))
         .map(|p| (p.name.clone(), p.ty.clone()))
         .collect();
 
@@ -492,17 +518,22 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
         invalidations,
-        is_method,
+        is_method: receiver.is_some() || mentions_self_type(sig),
     })
 }
 
-fn id_value(lit: &LitStr) -> Option<KeyValue> {
-    let (root, fields) = split_path(&lit.value())?;
-    Some(KeyValue {
-        root,
-        fields,
-        span: lit.span(),
-    })
+/// An associated function without a receiver can still be recognised when
+/// its signature names `Self` (`async fn find(id: u64) -> Result<Self, E>`).
+fn mentions_self_type(sig: &Signature) -> bool {
+    fn scan(ts: proc_macro2::TokenStream) -> bool {
+        ts.into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) => i == "Self",
+            proc_macro2::TokenTree::Group(g) => scan(g.stream()),
+            _ => false,
+        })
+    }
+    scan(quote::ToTokens::to_token_stream(&sig.inputs))
+        || scan(quote::ToTokens::to_token_stream(&sig.output))
 }
 
 #[cfg(test)]
@@ -559,16 +590,23 @@ mod tests {
             msgs.iter().any(|m| m.contains("`skip` names `nope`")),
             "{msgs:?}"
         );
-        assert!(
-            msgs.iter()
-                .any(|m| m.contains("parameter `db` is not part")),
-            "{msgs:?}"
-        );
+        // A broken key reports itself only, not every parameter it misses.
+        assert!(!msgs.iter().any(|m| m.contains("is not part")), "{msgs:?}");
+        let e = plan(
+            quote!(prefix = "user", id = "user_id"),
+            quote!(
+                async fn f(db: &Db, user_id: u64) -> u64 {
+                    1
+                }
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("parameter `db` is not part"), "{e}");
     }
 
     #[test]
     fn ttl_forms() {
-        let t = |s: &str| parse_ttl(&Ttl::Text(LitStr::new(s, Span::call_site())));
+        let t = |s: &str| parse_ttl(&Ttl::Text(syn::LitStr::new(s, Span::call_site())));
         assert_eq!(t("90s").unwrap(), 90_000);
         assert_eq!(t("1d").unwrap(), 86_400_000);
         assert_eq!(t("250ms").unwrap(), 250);

@@ -30,7 +30,9 @@ pub trait Outcome<R> {
 
 /// How a return type maps to the stored value.
 pub trait Shape<R>: Outcome<R> {
-    type Value: Cacheable;
+    /// Not bounded here: the functions that store it require `Cacheable`,
+    /// so a missing derive is reported once, with `Cacheable`'s message.
+    type Value;
     /// The part to store, or `None` if this result is not stored.
     fn to_store(result: &R, cache_none: bool) -> Option<&Self::Value>;
     fn from_stored(value: Self::Value) -> R;
@@ -49,7 +51,7 @@ impl<T, E> Outcome<Result<T, E>> for ResultShape {
         result.is_ok()
     }
 }
-impl<T: Cacheable, E> Shape<Result<T, E>> for ResultShape {
+impl<T, E> Shape<Result<T, E>> for ResultShape {
     type Value = T;
     #[inline]
     fn to_store(result: &Result<T, E>, _: bool) -> Option<&T> {
@@ -67,7 +69,7 @@ impl<T> Outcome<Option<T>> for OptionShape {
         true
     }
 }
-impl<T: Cacheable> Shape<Option<T>> for OptionShape {
+impl<T> Shape<Option<T>> for OptionShape {
     type Value = Option<T>;
     #[inline]
     fn to_store(result: &Option<T>, cache_none: bool) -> Option<&Option<T>> {
@@ -85,7 +87,7 @@ impl<T> Outcome<T> for PlainShape {
         true
     }
 }
-impl<T: Cacheable> Shape<T> for PlainShape {
+impl<T> Shape<T> for PlainShape {
     type Value = T;
     #[inline]
     fn to_store(result: &T, _: bool) -> Option<&T> {
@@ -96,10 +98,6 @@ impl<T: Cacheable> Shape<T> for PlainShape {
         value
     }
 }
-
-/// Makes `T: Cacheable` failures point at the return type.
-#[inline(always)]
-pub fn assert_cacheable<T: Cacheable>() {}
 
 static NOT_INSTALLED_WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -154,6 +152,7 @@ pub fn call(spec: &'static Spec, write_key: impl FnOnce(&mut KeyBuilder)) -> Cal
 pub async fn read<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
 where
     S: Shape<R>,
+    S::Value: Cacheable,
     F: Future<Output = R>,
 {
     let Some(cache) = call.cache else {
@@ -182,6 +181,7 @@ pub async fn write_through<S, R, F>(
 ) -> R
 where
     S: Shape<R>,
+    S::Value: Cacheable,
     F: Future<Output = R>,
 {
     let result = body.await;

@@ -1,0 +1,10 @@
+// The second error is a cascade: once `id` is rejected, `user_id` looks
+// unused by the key (reported as a macro problem).
+use cache_runtime::cached;
+
+#[cached(prefix = "user", id = "{user_id}")]
+async fn get_user(user_id: u64) -> u64 {
+    user_id
+}
+
+fn main() {}

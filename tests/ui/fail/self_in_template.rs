@@ -1,0 +1,12 @@
+use cache_runtime::cached;
+
+struct Repo;
+
+impl Repo {
+    #[cached(prefix = "repo:{self}:user", id = "user_id")]
+    async fn get_user(&self, user_id: u64) -> u64 {
+        user_id
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(prefix = "user", id = "user_id", skip = [db, db])]
+async fn get_user(db: &str, user_id: u64) -> String {
+    format!("{db}{user_id}")
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use cache_runtime::cached;
+
+#[cached(prefix = "user", id = "user_id")]
+async fn get_user(user_id: u64) -> u64 {
+    user_id
+}
+
+#[cached(invalidate = [get_user(name)])]
+async fn rename_user(name: &str) -> Result<(), String> {
+    let _ = name;
+    Ok(())
+}
+
+fn main() {}
