@@ -12,13 +12,22 @@
 //!
 //! Each scenario runs at concurrency 1 and 64 (tasks on a multi-thread tokio
 //! runtime, each doing sequential calls; N calls in total per run), for
-//! several rounds that alternate baseline and framework (in ABBA order), so
+//! many rounds that alternate baseline and framework (in ABBA order), so
 //! drift of the machine does not bias the ratio; the table reports medians.
 //!
 //! `cargo bench --bench hit_path` runs it (about a minute). Without `--bench`
 //! (as under `cargo test --benches`) it runs a few hundred calls per side as
-//! a smoke test. `HIT_PATH_ROUNDS` and `HIT_PATH_RUN_SECS` override the
-//! number of rounds (5) and the target duration of one run (1.5 s).
+//! a smoke test. Environment overrides:
+//!
+//! - `HIT_PATH_ROUNDS` (40) and `HIT_PATH_RUN_SECS` (0.15): rounds per
+//!   scenario and the target duration of one run (a scenario stops early,
+//!   after at least 10 rounds, once it took twice its planned time). Many short back-to-back
+//!   pairs cancel the load of other processes on a small shared machine
+//!   better than a few long runs;
+//! - `HIT_PATH_VERBOSE=1`: print every round;
+//! - `HIT_PATH_PROFILE=baseline|scoped|global` (with `HIT_PATH_CALLS`,
+//!   default 20000, and `HIT_PATH_CONCURRENCY`, default 1): run only that
+//!   side, once, for a profiler (`valgrind --tool=callgrind`, `perf`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -132,13 +141,29 @@ async fn task(side: Side, first: u64, ops: u64) -> Duration {
 
 #[derive(Clone, Copy)]
 struct Sample {
+    ops: u64,
     ops_per_sec: f64,
     mean_latency: Duration,
+    /// CPU time of this process (all threads) during the run, if known.
+    cpu: Option<Duration>,
+}
+
+/// CPU time used so far by this process's live threads (Linux: the first
+/// field of `/proc/self/task/*/schedstat`, in ns). Unlike wall time, it is
+/// not inflated by other processes competing for the machine.
+fn process_cpu() -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 /// `total` calls spread over `concurrency` spawned tasks.
 async fn run(side: &Side, concurrency: u64, total: u64) -> Sample {
     let per_task = total / concurrency;
+    let cpu_before = process_cpu();
     let start = Instant::now();
     let handles: Vec<_> = (0..concurrency)
         .map(|t| tokio::spawn(task(side.clone(), t * (KEYS / concurrency), per_task)))
@@ -148,10 +173,15 @@ async fn run(side: &Side, concurrency: u64, total: u64) -> Sample {
         busy += h.await.expect("a benchmark task panicked");
     }
     let wall = start.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let ops = per_task * concurrency;
     Sample {
+        ops,
         ops_per_sec: ops as f64 / wall.as_secs_f64(),
         mean_latency: busy / ops as u32,
+        cpu,
     }
 }
 
@@ -161,39 +191,54 @@ struct Row {
     framework: Vec<Sample>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The `q`-quantile (0..=1) of `v`, by linear interpolation.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
 impl Row {
     fn print(&self) {
-        let ops = |s: &[Sample]| median(s.iter().map(|s| s.ops_per_sec).collect());
-        let lat = |s: &[Sample]| median(s.iter().map(|s| s.mean_latency.as_secs_f64()).collect());
-        let (b, f) = (ops(&self.baseline), ops(&self.framework));
-        let rounds: Vec<f64> = self
+        let ops = |s: &[Sample]| quantile(s.iter().map(|s| s.ops_per_sec).collect(), 0.5);
+        let lat = |s: &[Sample]| {
+            quantile(
+                s.iter()
+                    .map(|s| s.mean_latency.as_secs_f64() * 1e6)
+                    .collect(),
+                0.5,
+            )
+        };
+        // Each round's two runs are adjacent in time: their ratio cancels
+        // drift and load shared by both.
+        let ratios: Vec<f64> = self
             .baseline
             .iter()
             .zip(&self.framework)
             .map(|(b, f)| f.ops_per_sec / b.ops_per_sec)
             .collect();
-        let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = rounds.iter().copied().fold(0.0, f64::max);
+        // Total CPU over total calls, per side.
+        let cpu = |s: &[Sample]| {
+            let cpu: Option<Duration> = s.iter().map(|s| s.cpu).sum();
+            let ops: u64 = s.iter().map(|s| s.ops).sum();
+            cpu.map_or("n/a".to_owned(), |c| {
+                format!("{:.2}", c.as_secs_f64() * 1e6 / ops as f64)
+            })
+        };
         println!(
-            "| {:<16} | {:>9.0} | {:>9.0} | {:>5.3} | {:>11.3} - {:<5.3} | {:>8.1} | {:>8.1} |",
+            "| {:<14} | {:>6} | {:>9.0} | {:>9.0} | {:>6.3} | {:>5.3} - {:<5.3} | {:>9.1} | {:>9.1} | {:>9} | {:>9} |",
             self.scenario,
-            b,
-            f,
-            f / b,
-            lo,
-            hi,
-            lat(&self.baseline) * 1e6,
-            lat(&self.framework) * 1e6,
+            self.baseline.len(),
+            ops(&self.baseline),
+            ops(&self.framework),
+            quantile(ratios.clone(), 0.5),
+            quantile(ratios.clone(), 0.25),
+            quantile(ratios, 0.75),
+            lat(&self.baseline),
+            lat(&self.framework),
+            cpu(&self.baseline),
+            cpu(&self.framework),
         );
     }
 }
@@ -209,11 +254,11 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
     let rounds = if full {
-        env_or("HIT_PATH_ROUNDS", 5)
+        env_or("HIT_PATH_ROUNDS", 40)
     } else {
         1
     };
-    let run_secs = env_or("HIT_PATH_RUN_SECS", 1.5);
+    let run_secs = env_or("HIT_PATH_RUN_SECS", 0.15);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,12 +298,36 @@ async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs
         value.len(),
     );
     println!(
-        "tokio multi-thread runtime, {workers} workers; {rounds} round(s) per scenario, \
-         baseline and framework alternated"
+        "tokio multi-thread runtime, {workers} workers ({} CPUs, shared with redis-server); \
+         {rounds} round(s) per scenario, baseline and framework alternated",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     let baseline = Side::Baseline(conn);
     let scoped = Side::Scoped(cache.clone());
+    if let Ok(side) = std::env::var("HIT_PATH_PROFILE") {
+        let side = match side.as_str() {
+            "baseline" => baseline,
+            "scoped" => scoped,
+            "global" => {
+                cache_runtime::install(cache.clone());
+                Side::Global
+            }
+            other => panic!("HIT_PATH_PROFILE={other}: expected baseline, scoped or global"),
+        };
+        let (calls, concurrency) = (
+            env_or("HIT_PATH_CALLS", 20_000),
+            env_or("HIT_PATH_CONCURRENCY", 1),
+        );
+        let s = run(&side, concurrency, calls).await;
+        println!(
+            "profile run: {calls} calls at c={concurrency}: {:.0} ops/s, mean {:?}",
+            s.ops_per_sec, s.mean_latency
+        );
+        return;
+    }
+    // Twice the planned time of a scenario.
+    let budget = Duration::from_secs_f64(2.0 * rounds as f64 * 2.0 * run_secs);
     let mut rows = Vec::new();
     let mut calls_per_run = Vec::new();
     for concurrency in [1, 64] {
@@ -266,9 +335,14 @@ async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs
         let total = if full {
             run(&baseline, concurrency, 64 * 40).await;
             run(&scoped, concurrency, 64 * 40).await;
-            let probe = run(&baseline, concurrency, 64 * 100).await;
-            let n = (probe.ops_per_sec * run_secs) as u64;
-            (n / concurrency).max(1) * concurrency
+            // The fastest of three probes: a probe slowed down by a burst of
+            // load elsewhere would make every run of the scenario too short.
+            let mut fastest = 0f64;
+            for _ in 0..3 {
+                fastest = fastest.max(run(&baseline, concurrency, 64 * 50).await.ops_per_sec);
+            }
+            let n = (fastest * run_secs) as u64;
+            (n / concurrency).max(64 * 40 / concurrency) * concurrency
         } else {
             256
         };
@@ -281,6 +355,7 @@ async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs
                 concurrency,
                 total,
                 rounds,
+                budget,
             )
             .await,
         );
@@ -300,38 +375,48 @@ async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs
                 concurrency,
                 total,
                 rounds,
+                budget,
             )
             .await,
         );
     }
 
-    assert_eq!(
-        BODY_RUNS.load(Relaxed),
-        KEYS,
-        "every measured call must be a hit"
-    );
+    // Every measured call must have been a hit. Under heavy load a call can
+    // exceed the 200 ms operation timeout and run the body: report it (and
+    // fail the smoke run, which must be clean).
     let stats = cache.stats();
-    assert_eq!(stats.misses, KEYS);
-    assert_eq!(stats.store_errors + stats.timeouts + stats.decode_errors, 0);
+    let not_hits = BODY_RUNS.load(Relaxed) - KEYS;
+    let problems = stats.store_errors + stats.timeouts + stats.decode_errors;
+    if not_hits + problems > 0 {
+        println!(
+            "\nWARNING: {not_hits} measured calls were not hits ({} timeouts, {} store errors, \
+             {} decode errors); the framework numbers include them",
+            stats.timeouts, stats.store_errors, stats.decode_errors
+        );
+        assert!(full, "the smoke run must only hit the cache: {stats:?}");
+    }
 
     println!();
     for (concurrency, total) in &calls_per_run {
         println!("c={concurrency}: N = {total} calls per run");
     }
     println!(
-        "\n| scenario         | baseline  | framework | ratio | ratio per round     | base lat | fw lat   |"
+        "\n| scenario       | rounds | baseline  | framework | ratio  | ratio         | baseline  | framework | baseline  | framework |"
     );
     println!(
-        "|                  | ops/s     | ops/s     | fw/bl | (min - max)         | mean µs  | mean µs  |"
+        "|                |        | ops/s     | ops/s     | fw/bl  | IQR           | mean µs   | mean µs   | CPU µs/op | CPU µs/op |"
     );
     println!(
-        "|------------------|-----------|-----------|-------|---------------------|----------|----------|"
+        "|----------------|--------|-----------|-----------|--------|---------------|-----------|-----------|-----------|-----------|"
     );
     for row in &rows {
         row.print();
     }
     println!(
-        "\nmedians of {rounds} round(s); target: ratio >= 0.90 (framework at most 10% slower)"
+        "\nmedians over the rounds; ratio: median of the per-round ratios (each round \
+         runs both sides back to back), IQR: their 25th-75th percentile;\n\
+         CPU µs/op: this process's CPU time (all threads; redis-server excluded) per call, over all rounds.\n\
+         target: ratio >= 0.90 (framework at most 10% slower)"
     );
     if !full {
         println!("(smoke run: pass --bench, as `cargo bench` does, for real numbers)");
@@ -345,13 +430,20 @@ async fn measure(
     concurrency: u64,
     total: u64,
     rounds: usize,
+    budget: Duration,
 ) -> Row {
     let mut row = Row {
         scenario: scenario.to_owned(),
         baseline: Vec::new(),
         framework: Vec::new(),
     };
+    let start = Instant::now();
     for round in 0..rounds {
+        // Heavy load elsewhere slows every run down: past the time budget,
+        // stop after an even number of rounds (at least 10).
+        if round >= 10 && round % 2 == 0 && start.elapsed() > budget {
+            break;
+        }
         // ABBA: alternate which side goes first.
         if round % 2 == 0 {
             row.baseline.push(run(baseline, concurrency, total).await);
@@ -359,6 +451,13 @@ async fn measure(
         } else {
             row.framework.push(run(framework, concurrency, total).await);
             row.baseline.push(run(baseline, concurrency, total).await);
+        }
+        if std::env::var_os("HIT_PATH_VERBOSE").is_some() {
+            let (b, f) = (row.baseline[round], row.framework[round]);
+            eprintln!(
+                "{scenario} round {round}: baseline {:.0} ops/s {:?}, framework {:.0} ops/s {:?}",
+                b.ops_per_sec, b.mean_latency, f.ops_per_sec, f.mean_latency
+            );
         }
     }
     row
