@@ -501,7 +501,9 @@ async fn error_replies_are_counted_and_do_not_open_the_breaker() {
         }
         assert_eq!(db.calls(), 20, "nothing could be stored");
         let stats = cache.stats();
-        assert_eq!(stats.store_errors, 20, "{stats:?}");
+        // Two per call: the lease script, then the plain SET a miss falls
+        // back to when Redis answers the lease with an error.
+        assert_eq!(stats.store_errors, 40, "{stats:?}");
         assert_eq!(stats.stores, 0);
         assert_eq!(cache.breaker_state(), Some(BreakerState::Closed));
         assert!(server.keys().is_empty());

@@ -4,10 +4,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::codec::{self, Cacheable};
 use crate::config::{CacheBuilder, ConfigError, StoreConfig, redact_url};
 use crate::key::KeyBuilder;
-use crate::policy::BreakerState;
+use crate::policy::single_flight::Flights;
+use crate::policy::{BreakerState, Policy};
 use crate::policy::retry::RetryQueue;
 use crate::stats::{Counters, LogLimiter, Stats};
 use crate::store::{
@@ -48,6 +51,8 @@ pub(crate) struct Inner {
     pub counters: Arc<Counters>,
     pub log: LogLimiter,
     pub retry: RetryQueue,
+    pub policy: Policy,
+    pub flights: Arc<Flights>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -181,6 +186,8 @@ impl Cache {
                 counters,
                 log: LogLimiter::new(5_000),
                 retry,
+                policy: b.policy,
+                flights: Arc::default(),
             }),
         })
     }
@@ -243,25 +250,44 @@ impl Cache {
     /// Like [`get`](Self::get), telling a miss (store the fresh value) from
     /// an unreachable store (do not wait for it a second time in this call).
     pub(crate) async fn lookup<T: Cacheable>(&self, key: &str) -> Lookup<T> {
-        let counters = &self.inner.counters;
         match self.inner.store.get(key).await {
-            Ok(Some(bytes)) => match codec::decode(&bytes) {
-                Ok(value) => {
-                    Counters::bump(&counters.hits);
+            Ok(Some(bytes)) => match self.decode(&bytes) {
+                Some(value) => {
+                    Counters::bump(&self.inner.counters.hits);
                     Lookup::Hit(value)
                 }
-                Err(e) => {
-                    Counters::bump(&counters.decode_errors);
-                    Counters::bump(&counters.misses);
-                    self.degraded("a stored value does not decode into the return type; treated as a miss and overwritten", &e);
+                None => {
+                    Counters::bump(&self.inner.counters.misses);
                     Lookup::Miss
                 }
             },
             Ok(None) => {
-                Counters::bump(&counters.misses);
+                Counters::bump(&self.inner.counters.misses);
                 Lookup::Miss
             }
-            Err(StoreError::WrongType(e)) => {
+            Err(e) => self.classify_error(e),
+        }
+    }
+
+    /// Decodes a stored value; garbage (or a lease record) is counted, logged
+    /// and `None`: a miss, overwritten by the next store.
+    pub(crate) fn decode<T: Cacheable>(&self, bytes: &[u8]) -> Option<T> {
+        match codec::decode(bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                Counters::bump(&self.inner.counters.decode_errors);
+                self.degraded("a stored value does not decode into the return type; treated as a miss and overwritten", &e);
+                None
+            }
+        }
+    }
+
+    /// A failed read: a foreign Redis type is a miss (overwritten), an
+    /// unreachable store is `Unavailable`, an error reply a miss.
+    pub(crate) fn classify_error<T>(&self, e: StoreError) -> Lookup<T> {
+        let counters = &self.inner.counters;
+        match e {
+            StoreError::WrongType(e) => {
                 Counters::bump(&counters.decode_errors);
                 Counters::bump(&counters.misses);
                 self.degraded(
@@ -270,13 +296,50 @@ impl Cache {
                 );
                 Lookup::Miss
             }
-            Err(e) => {
+            e => {
                 self.store_failed(&e);
                 if e.is_unavailable() {
                     Lookup::Unavailable
                 } else {
+                    Counters::bump(&counters.misses);
                     Lookup::Miss
                 }
+            }
+        }
+    }
+
+    /// Encodes a value; a `Serialize` failure is counted, logged and `None`.
+    pub(crate) fn encode<T: Cacheable>(&self, value: &T) -> Option<Vec<u8>> {
+        match codec::encode(value) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                Counters::bump(&self.inner.counters.encode_errors);
+                self.degraded(
+                    "a result could not be encoded; returned without storing it",
+                    &e,
+                );
+                None
+            }
+        }
+    }
+
+    /// Encodes and stores `value`; the encoded bytes when stored.
+    pub(crate) async fn set_encoded<T: Cacheable>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Option<Bytes> {
+        let bytes = self.encode(value)?;
+        let shared = Bytes::from(bytes);
+        match self.inner.store.set(key, shared.clone(), ttl).await {
+            Ok(()) => {
+                Counters::bump(&self.inner.counters.stores);
+                Some(shared)
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                None
             }
         }
     }
@@ -284,19 +347,11 @@ impl Cache {
     /// Encodes and stores `value` under `key` for `ttl` (`None`: the default TTL).
     /// Failures are counted and logged, never returned.
     pub async fn set<T: Cacheable>(&self, key: &str, value: &T, ttl: Option<Duration>) {
-        let bytes = match codec::encode(value) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                Counters::bump(&self.inner.counters.encode_errors);
-                self.degraded(
-                    "a result could not be encoded; returned without storing it",
-                    &e,
-                );
-                return;
-            }
+        let Some(bytes) = self.encode(value) else {
+            return;
         };
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        match self.inner.store.set(key, bytes, ttl).await {
+        match self.inner.store.set(key, Bytes::from(bytes), ttl).await {
             Ok(()) => Counters::bump(&self.inner.counters.stores),
             Err(e) => self.store_failed(&e),
         }
@@ -371,7 +426,7 @@ impl Cache {
         }
     }
 
-    fn store_failed(&self, e: &StoreError) {
+    pub(crate) fn store_failed(&self, e: &StoreError) {
         let counters = &self.inner.counters;
         match e {
             StoreError::Timeout(_) => Counters::bump(&counters.timeouts),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Cache;
+use crate::policy::Policy;
 
 /// Configuration that can not work. Returned by [`CacheBuilder::build`] and
 /// [`Cache::from_env`]; never produced at run time.
@@ -143,6 +144,7 @@ pub struct CacheBuilder {
     pub(crate) invalidation_retry_for: Duration,
     pub(crate) scan_count: usize,
     pub(crate) delete_batch: usize,
+    pub(crate) policy: Policy,
 }
 
 impl Default for CacheBuilder {
@@ -160,6 +162,7 @@ impl Default for CacheBuilder {
             invalidation_retry_for: Duration::from_secs(30),
             scan_count: 1000,
             delete_batch: 500,
+            policy: Policy::default(),
         }
     }
 }
@@ -336,6 +339,55 @@ impl CacheBuilder {
         self
     }
 
+    /// Cross-process leases on misses (default on): N processes missing one
+    /// key run the body once, and a reader that started before an
+    /// invalidation can not store what it read. Off: plain cache-aside
+    /// (single flight within the process stays on).
+    pub fn leases(mut self, on: bool) -> Self {
+        self.policy.leases = on;
+        self
+    }
+
+    /// How long a lease holds (default 5 s): longer than the slowest body,
+    /// since a holder still running past it loses the lease and its result
+    /// is not stored. A crashed holder delays others by at most this.
+    /// Per function: `#[cached(lease_ttl = "10s")]`.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a caller waits for another process's lease to be filled
+    /// before it runs the body itself, without storing (default 5 s).
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.policy.lease_wait = wait;
+        self
+    }
+
+    /// Early refresh for every read function (default off, `0.0`): the XFetch
+    /// `beta`; `1.0` is the paper's recommended value, larger refreshes
+    /// earlier. Per function: `#[cached(early_refresh = true)]`.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.policy.early_refresh = beta;
+        self
+    }
+
+    /// Serve an expired value for up to `window` past its TTL while one
+    /// caller refreshes it (default off). Per function:
+    /// `#[cached(stale_while_revalidate = "30s")]`.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.policy.stale_while_revalidate = window;
+        self
+    }
+
+    /// When the body fails, return a value expired for up to `window`
+    /// instead of the error (default off). Per function:
+    /// `#[cached(stale_if_error = "5m")]`.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.policy.stale_if_error = window;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting, reason: &str| {
             Err(ConfigError::InvalidSetting {
@@ -388,6 +440,19 @@ impl CacheBuilder {
         }
         if self.scan_count == 0 {
             return bad("scan_count", "must be positive");
+        }
+        if self.policy.lease_ttl.is_zero() {
+            return bad("lease_ttl", "must be positive");
+        }
+        if self.policy.lease_wait.is_zero() {
+            return bad("lease_wait", "must be positive");
+        }
+        let beta = self.policy.early_refresh;
+        if !beta.is_finite() || beta < 0.0 {
+            return bad(
+                "early_refresh",
+                "must be a finite factor >= 0 (0 = off, 1 = XFetch's default)",
+            );
         }
         Ok(())
     }

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::cache::{Current, Lookup, current};
+use crate::cache::{Current, current};
 use crate::codec::Cacheable;
 pub use crate::key::KeyBuilder;
+pub use crate::policy::refresh::LoadTime;
 use crate::stats::Counters;
 use crate::store::Backend;
 use crate::{Cache, CacheBuilder};
@@ -21,6 +22,19 @@ pub struct Spec {
     pub ttl: Option<Duration>,
     /// Store `None` results of `Option` returns.
     pub cache_none: bool,
+    /// `lease = bool`; `None`: the cache's setting.
+    pub lease: Option<bool>,
+    /// `lease_ttl = "5s"`; `None`: the cache's setting.
+    pub lease_ttl: Option<Duration>,
+    /// `early_refresh = true | false | beta`: the XFetch beta, `0.0` = off;
+    /// `None`: the cache's setting.
+    pub early_refresh: Option<f64>,
+    /// `stale_while_revalidate = "30s"`: `ZERO` = off; `None`: the cache's setting.
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale_if_error = "5m"`: `ZERO` = off; `None`: the cache's setting.
+    pub stale_if_error: Option<Duration>,
+    /// How long the body takes (XFetch's delta), measured in this process.
+    pub load_time: LoadTime,
 }
 
 /// Whether a result counts as success (write functions invalidate only then).
@@ -158,16 +172,7 @@ where
     let Some(cache) = call.cache else {
         return body.await;
     };
-    let reachable = match cache.lookup::<S::Value>(&call.key).await {
-        Lookup::Hit(value) => return S::from_stored(value),
-        Lookup::Miss => true,
-        Lookup::Unavailable => false,
-    };
-    let result = body.await;
-    if reachable && let Some(value) = S::to_store(&result, spec.cache_none) {
-        cache.set(&call.key, value, spec.ttl).await;
-    }
-    result
+    crate::read::read::<S, R, F>(spec, &cache, call.key, body).await
 }
 
 /// Write-through: always runs the body; on success invalidates the listed

@@ -19,6 +19,14 @@ pub(crate) struct Counters {
     pub invalidation_failures: AtomicU64,
     pub invalidation_retries: AtomicU64,
     pub invalidations_dropped: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub lease_waits: AtomicU64,
+    pub lease_wait_timeouts: AtomicU64,
+    pub leases_lost: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub refresh_failures: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub stale_on_error: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +51,14 @@ impl Counters {
             invalidation_failures: l(&self.invalidation_failures),
             invalidation_retries: l(&self.invalidation_retries),
             invalidations_dropped: l(&self.invalidations_dropped),
+            coalesced: l(&self.coalesced),
+            lease_waits: l(&self.lease_waits),
+            lease_wait_timeouts: l(&self.lease_wait_timeouts),
+            leases_lost: l(&self.leases_lost),
+            refreshes: l(&self.refreshes),
+            refresh_failures: l(&self.refresh_failures),
+            stale_served: l(&self.stale_served),
+            stale_on_error: l(&self.stale_on_error),
         }
     }
 }
@@ -88,6 +104,22 @@ pub struct Stats {
     /// Invalidations given up after the retry window: entries that may stay
     /// stale until their TTL. Alert on this.
     pub invalidations_dropped: u64,
+    /// Calls that shared another call's run of the body (single flight) instead of running their own.
+    pub coalesced: u64,
+    /// Misses that found another caller's lease and waited for its fill.
+    pub lease_waits: u64,
+    /// Lease waits that gave up (after `lease_wait`) and ran the body without storing.
+    pub lease_wait_timeouts: u64,
+    /// Results not stored because their lease was gone by the time they were ready: an invalidation (or a write) came in between, or the body outlived `lease_ttl`. Each is a stale write prevented.
+    pub leases_lost: u64,
+    /// Values recomputed before serving expired: early refreshes (XFetch) and refreshes of stale values.
+    pub refreshes: u64,
+    /// Refreshes whose body failed; the still-servable value was returned instead.
+    pub refresh_failures: u64,
+    /// Expired values served within `stale_while_revalidate`.
+    pub stale_served: u64,
+    /// Expired values returned in place of a failed body (`stale_if_error`).
+    pub stale_on_error: u64,
 }
 
 impl Stats {

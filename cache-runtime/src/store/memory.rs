@@ -1,25 +1,38 @@
 //! The embedded store: a bounded `moka` cache with a TTL per entry.
+//!
+//! Leases work as on Redis (same record format, same rules), with moka's
+//! atomic per-key compute in place of Lua scripts: they close the stale-set
+//! race between tasks of one process just as Redis leases do between processes.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::Expiry;
+use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
 use crate::key::glob_match;
+use crate::policy::lease::{Content, LeaseReply, Token, classify};
 
 #[derive(Debug, Clone)]
 struct Entry {
     bytes: Bytes,
-    ttl: Duration,
+    expires_at: Instant,
 }
 
-/// Expires each entry after the TTL it was stored with.
+impl Entry {
+    fn remaining(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Expires each entry at the instant it was stored with.
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
     fn expire_after_create(&self, _key: &String, value: &Entry, _at: Instant) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.remaining())
     }
     fn expire_after_update(
         &self,
@@ -28,8 +41,15 @@ impl Expiry<String, Entry> for PerEntryTtl {
         _at: Instant,
         _remaining: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.remaining())
     }
+}
+
+/// Lease deadlines of the memory store: milliseconds on this process's
+/// monotonic clock.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
 }
 
 #[derive(Clone)]
@@ -54,6 +74,13 @@ impl MemoryStore {
                 .build(),
         }
     }
+
+    /// A live entry (moka may still hold one past its expiry until it evicts it).
+    fn live(entry: Option<moka::Entry<String, Entry>>) -> Option<Entry> {
+        entry
+            .map(moka::Entry::into_value)
+            .filter(|e| e.expires_at > Instant::now())
+    }
 }
 
 impl Store for MemoryStore {
@@ -61,10 +88,17 @@ impl Store for MemoryStore {
         Ok(self.entries.get(key).map(|e| e.bytes))
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Duration)>, StoreError> {
+        Ok(self.entries.get(key).map(|e| {
+            let remaining = e.remaining();
+            (e.bytes, remaining)
+        }))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         let entry = Entry {
-            bytes: Bytes::from(value),
-            ttl,
+            bytes: value,
+            expires_at: Instant::now() + ttl,
         };
         self.entries.insert(key.to_owned(), entry);
         Ok(())
@@ -88,5 +122,98 @@ impl Store for MemoryStore {
             .map(|(k, _)| String::clone(&k))
             .collect();
         self.delete(&matching).await
+    }
+
+    async fn lease(
+        &self,
+        key: &str,
+        token: &Token,
+        lease_ttl: Duration,
+        refresh: bool,
+    ) -> Result<LeaseReply, StoreError> {
+        let now = now_ms();
+        let deadline = now + lease_ttl.as_millis() as u64;
+        let mut reply = LeaseReply::Acquired;
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match Self::live(current) {
+                None => Op::Put(Entry {
+                    bytes: Bytes::from(token.record(deadline, b"")),
+                    expires_at: Instant::now() + lease_ttl,
+                }),
+                Some(entry) => match classify(entry.bytes.clone()) {
+                    Content::Leased {
+                        deadline_ms, value, ..
+                    } if deadline_ms <= now => {
+                        let value = value.unwrap_or_default();
+                        let expires_at = if value.is_empty() {
+                            Instant::now() + lease_ttl
+                        } else {
+                            entry.expires_at
+                        };
+                        Op::Put(Entry {
+                            bytes: Bytes::from(token.record(deadline, &value)),
+                            expires_at,
+                        })
+                    }
+                    Content::Value(value) if refresh => Op::Put(Entry {
+                        bytes: Bytes::from(token.record(deadline, &value)),
+                        expires_at: entry.expires_at,
+                    }),
+                    content => {
+                        reply = LeaseReply::Held(content);
+                        Op::Nop
+                    }
+                },
+            });
+        Ok(reply)
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        token: &Token,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let prefix = token.record_prefix();
+        let mut filled = false;
+        let mut value = Some(value);
+        self.entries.entry_by_ref(key).and_compute_with(|current| {
+            match Self::live(current) {
+                Some(entry) if entry.bytes.starts_with(&prefix) => {
+                    filled = true;
+                    Op::Put(Entry {
+                        bytes: value.take().unwrap_or_default(),
+                        expires_at: Instant::now() + ttl,
+                    })
+                }
+                _ => Op::Nop,
+            }
+        });
+        Ok(filled)
+    }
+
+    async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
+        let prefix = token.record_prefix();
+        let mut released = false;
+        self.entries.entry_by_ref(key).and_compute_with(|current| {
+            match Self::live(current) {
+                Some(entry) if entry.bytes.starts_with(&prefix) => {
+                    released = true;
+                    match classify(entry.bytes) {
+                        Content::Leased {
+                            value: Some(value), ..
+                        } if restore => Op::Put(Entry {
+                            bytes: value,
+                            expires_at: entry.expires_at,
+                        }),
+                        _ => Op::Remove,
+                    }
+                }
+                _ => Op::Nop,
+            }
+        });
+        Ok(released)
     }
 }

@@ -16,6 +16,7 @@ pub(crate) use self::disabled::DisabledStore;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::{RedisOptions, RedisStore};
 use crate::policy::BreakerState;
+use crate::policy::lease::{LeaseReply, Token};
 
 /// Why a store operation did not happen. Never reaches a caller of a cached
 /// function: the runtime counts it, logs it (rate-limited) and runs the body.
@@ -49,11 +50,17 @@ impl StoreError {
 pub(crate) trait Store: Send + Sync {
     /// The raw stored bytes, or `None` for a miss.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    /// The raw stored bytes and the key's remaining time to live (`Duration::MAX`
+    /// for a key without expiry), in one round trip.
+    fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Bytes, Duration)>, StoreError>> + Send;
     /// Stores `value` under `key` for `ttl`, replacing whatever was there.
     fn set(
         &self,
         key: &str,
-        value: Vec<u8>,
+        value: Bytes,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes exact keys; returns how many existed.
@@ -61,6 +68,32 @@ pub(crate) trait Store: Send + Sync {
     /// Removes every key matching a Redis glob pattern; returns how many.
     fn delete_pattern(&self, pattern: &str)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Takes a lease on `key` for `lease_ttl` (see [`crate::policy::lease`]):
+    /// on an absent key, or with `refresh` on a present value, or over an
+    /// expired lease.
+    fn lease(
+        &self,
+        key: &str,
+        token: &Token,
+        lease_ttl: Duration,
+        refresh: bool,
+    ) -> impl Future<Output = Result<LeaseReply, StoreError>> + Send;
+    /// Stores `value` only while `key` still holds `token`'s lease; whether it did.
+    fn fill(
+        &self,
+        key: &str,
+        token: &Token,
+        value: Bytes,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Gives `token`'s lease back: with `restore`, puts back the value being
+    /// refreshed (if any); otherwise removes the key.
+    fn release(
+        &self,
+        key: &str,
+        token: &Token,
+        restore: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// What kind of store a [`Cache`](crate::Cache) uses.
@@ -113,7 +146,10 @@ impl Store for Backend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         dispatch!(self, s => s.get(key))
     }
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Duration)>, StoreError> {
+        dispatch!(self, s => s.get_with_ttl(key))
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         dispatch!(self, s => s.set(key, value, ttl))
     }
     async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
@@ -121,5 +157,26 @@ impl Store for Backend {
     }
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
         dispatch!(self, s => s.delete_pattern(pattern))
+    }
+    async fn lease(
+        &self,
+        key: &str,
+        token: &Token,
+        lease_ttl: Duration,
+        refresh: bool,
+    ) -> Result<LeaseReply, StoreError> {
+        dispatch!(self, s => s.lease(key, token, lease_ttl, refresh))
+    }
+    async fn fill(
+        &self,
+        key: &str,
+        token: &Token,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.fill(key, token, value, ttl))
+    }
+    async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release(key, token, restore))
     }
 }

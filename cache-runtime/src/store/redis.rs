@@ -6,17 +6,24 @@
 //! server that vanished without closing the socket (a black hole) produces
 //! only timeouts, which redis-rs does not treat as a reason to reconnect.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, RedisResult};
+use redis::{Client, RedisError, RedisResult, Script, Value};
 
 use super::{Store, StoreError};
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
+use crate::policy::lease::{self, LeaseReply, Token, classify};
+
+// Scripts run as EVALSHA (loaded on the first NOSCRIPT); each touches one
+// key, so they run unchanged on Redis Cluster.
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(lease::LEASE));
+static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(lease::FILL));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(lease::RELEASE));
 
 /// Tuning of the Redis backend, from the builder.
 #[derive(Debug, Clone)]
@@ -171,13 +178,35 @@ impl Store for RedisStore {
         Ok(value.map(Bytes::from))
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Duration)>, StoreError> {
+        // One round trip; not atomic, which only matters if the key vanishes
+        // between the two (PTTL -2): the value read is then still returned.
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .guarded(|mut conn| async move {
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("PTTL")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let ttl = match u64::try_from(pttl) {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) if pttl == -1 => Duration::MAX,
+            Err(_) => Duration::ZERO,
+        };
+        Ok(value.map(|v| (Bytes::from(v), ttl)))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         // PX keeps sub-second TTLs exact; at least 1 ms (PX 0 is an error).
         let px = (ttl.as_millis() as u64).max(1);
         self.guarded(|mut conn| async move {
             redis::cmd("SET")
                 .arg(key)
-                .arg(value)
+                .arg(value.as_ref())
                 .arg("PX")
                 .arg(px)
                 .query_async::<()>(&mut conn)
@@ -230,5 +259,66 @@ impl Store for RedisStore {
             }
             cursor = next;
         }
+    }
+
+    async fn lease(
+        &self,
+        key: &str,
+        token: &Token,
+        lease_ttl: Duration,
+        refresh: bool,
+    ) -> Result<LeaseReply, StoreError> {
+        let px = (lease_ttl.as_millis() as u64).max(1);
+        let reply: Value = self
+            .guarded(|mut conn| async move {
+                LEASE
+                    .key(key)
+                    .arg(token.as_str())
+                    .arg(px)
+                    .arg(if refresh { "1" } else { "0" })
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match reply {
+            Value::Int(1) => Ok(LeaseReply::Acquired),
+            Value::BulkString(bytes) => Ok(LeaseReply::Held(classify(Bytes::from(bytes)))),
+            other => Err(StoreError::Reply(format!(
+                "unexpected reply to the lease script: {other:?}"
+            ))),
+        }
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        token: &Token,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let px = (ttl.as_millis() as u64).max(1);
+        let prefix = token.record_prefix();
+        self.guarded(|mut conn| async move {
+            FILL.key(key)
+                .arg(prefix)
+                .arg(value.as_ref())
+                .arg(px)
+                .invoke_async::<bool>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
+        let prefix = token.record_prefix();
+        self.guarded(|mut conn| async move {
+            RELEASE
+                .key(key)
+                .arg(prefix)
+                .arg(if restore { "1" } else { "0" })
+                .invoke_async::<bool>(&mut conn)
+                .await
+        })
+        .await
     }
 }
