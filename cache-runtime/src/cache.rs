@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::codec::{self, Cacheable};
 use crate::config::{CacheBuilder, ConfigError, StoreConfig, redact_url};
 use crate::key::KeyBuilder;
+use crate::policy::lease::{Content, classify};
 use crate::policy::single_flight::Flights;
 use crate::policy::{BreakerState, Policy};
 use crate::policy::retry::RetryQueue;
@@ -250,7 +251,17 @@ impl Cache {
     /// Like [`get`](Self::get), telling a miss (store the fresh value) from
     /// an unreachable store (do not wait for it a second time in this call).
     pub(crate) async fn lookup<T: Cacheable>(&self, key: &str) -> Lookup<T> {
-        match self.inner.store.get(key).await {
+        let found = match self.inner.store.get(key).await {
+            // A lease record is a miss, or the value it is refreshing.
+            Ok(Some(bytes)) => match classify(bytes) {
+                Content::Value(bytes) | Content::Leased {
+                    value: Some(bytes), ..
+                } => Ok(Some(bytes)),
+                Content::Leased { value: None, .. } => Ok(None),
+            },
+            other => other,
+        };
+        match found {
             Ok(Some(bytes)) => match self.decode(&bytes) {
                 Some(value) => {
                     Counters::bump(&self.inner.counters.hits);

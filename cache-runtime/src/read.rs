@@ -140,6 +140,9 @@ where
     let counters = &*cache.inner.counters;
     let eff = Effective::new(cache, spec);
     let mut stale = None;
+    // An expired value past every window still sits in the key: the lease
+    // then goes over it (it is not an absent key).
+    let mut present = false;
     match look::<S::Value>(cache, &key, &eff).await {
         Found::Value {
             value,
@@ -172,6 +175,7 @@ where
                 return refresh::<S, R, F>(spec, cache, &key, &eff, value, body).await;
             }
             Counters::bump(&counters.misses);
+            present = true;
             if stale_for < eff.sie {
                 stale = Some(value);
             }
@@ -179,7 +183,7 @@ where
         Found::Miss => Counters::bump(&counters.misses),
         Found::Unavailable => return body.await,
     }
-    miss::<S, R, F>(spec, cache, key, &eff, stale, body).await
+    miss::<S, R, F>(spec, cache, key, &eff, stale, present, body).await
 }
 
 /// A miss: join or lead the key's flight; the leader takes the lease, runs
@@ -190,6 +194,7 @@ async fn miss<S, R, F>(
     key: String,
     eff: &Effective,
     stale: Option<S::Value>,
+    present: bool,
     body: F,
 ) -> R
 where
@@ -231,7 +236,7 @@ where
     let mut pause = Duration::from_millis(2);
     let mut waited = false;
     loop {
-        match store.lease(&key, &token, eff.lease_ttl, false).await {
+        match store.lease(&key, &token, eff.lease_ttl, present).await {
             Ok(LeaseReply::Acquired) => break,
             Ok(LeaseReply::Held(Content::Value(bytes))) => {
                 // Filled since our lookup (by the holder we waited for, or
@@ -285,8 +290,10 @@ where
     let result = timed(spec, body).await;
     let shared = match S::to_store(&result, spec.cache_none) {
         Some(value) => lease.fill(value, eff.store_ttl()).await,
+        // A failure leaves what was there (an expired value kept for
+        // `stale_if_error`); a success that is not stored removes it.
         None => {
-            lease.release(false).await;
+            lease.release(!S::is_success(&result)).await;
             None
         }
     };
@@ -424,7 +431,8 @@ impl LeaseGuard {
     }
 
     /// Stores `value` if the lease is still ours. Returns the encoded value
-    /// when it was stored (then safe to share), `None` otherwise.
+    /// when it was stored (then safe to share) or the store did not answer,
+    /// `None` when the lease was lost.
     async fn fill<V: Cacheable>(mut self, value: &V, ttl: Duration) -> Option<Bytes> {
         let token = self.token.take()?;
         let cache = &self.cache;
@@ -450,9 +458,11 @@ impl LeaseGuard {
                 Counters::bump(&cache.inner.counters.leases_lost);
                 None
             }
+            // Unreachable: nothing was stored; share the result with this
+            // process's callers rather than send each to the database.
             Err(e) => {
                 cache.store_failed(&e);
-                None
+                e.is_unavailable().then_some(shared)
             }
         }
     }

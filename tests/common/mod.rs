@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A port nobody listens on right now.
@@ -286,6 +286,8 @@ pub struct TcpProxy {
     port: u16,
     blackholed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Upper bound of a random delay before each forwarded chunk, in µs.
+    jitter_us: Arc<AtomicU64>,
 }
 
 impl TcpProxy {
@@ -298,7 +300,8 @@ impl TcpProxy {
             .expect("non-blocking listener");
         let blackholed = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (bh, st) = (blackholed.clone(), stop.clone());
+        let jitter_us = Arc::new(AtomicU64::new(0));
+        let (bh, st, jt) = (blackholed.clone(), stop.clone(), jitter_us.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -312,8 +315,8 @@ impl TcpProxy {
                             (server.try_clone(), client.try_clone()),
                         ] {
                             if let (Ok(from), Ok(to)) = (from, to) {
-                                let (bh, st) = (bh.clone(), st.clone());
-                                std::thread::spawn(move || pump(from, to, &bh, &st));
+                                let (bh, st, jt) = (bh.clone(), st.clone(), jt.clone());
+                                std::thread::spawn(move || pump(from, to, &bh, &st, &jt));
                             }
                         }
                     }
@@ -325,7 +328,17 @@ impl TcpProxy {
             port,
             blackholed,
             stop,
+            jitter_us,
         }
+    }
+
+    /// Delays every forwarded chunk, in each direction, by a random time in
+    /// `0..=max` (order is kept): commands and replies of every client arrive
+    /// late by different amounts, which widens every race window between
+    /// the steps of a cache call.
+    pub fn jitter(&self, max: Duration) {
+        self.jitter_us
+            .store(max.as_micros() as u64, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
@@ -352,7 +365,36 @@ impl Drop for TcpProxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, blackholed: &AtomicBool, stop: &AtomicBool) {
+/// A small xorshift generator: the harness needs no statistical quality, only
+/// different delays per chunk.
+pub fn random_below(max: u64) -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(std::thread::current().id()) | 1
+        });
+    }
+    if max == 0 {
+        return 0;
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % (max + 1)
+    })
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    blackholed: &AtomicBool,
+    stop: &AtomicBool,
+    jitter_us: &AtomicU64,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes read but not yet forwarded: a read can return just after
@@ -366,6 +408,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, blackholed: &AtomicBool, stop: &
             continue;
         }
         if held > 0 {
+            let jitter = jitter_us.load(Ordering::Relaxed);
+            if jitter > 0 {
+                std::thread::sleep(Duration::from_micros(random_below(jitter)));
+            }
             if to.write_all(&buf[..held]).is_err() {
                 break;
             }
