@@ -14,23 +14,38 @@ pub const OPTIONS: &[&str] = &[
     "skip",
     "invalidate",
     "cache_none",
+    "lease",
+    "lease_ttl",
+    "early_refresh",
+    "stale_while_revalidate",
+    "stale_if_error",
     "crate",
 ];
 
-/// `ttl = 1800` or `ttl = "30m"`.
+/// A duration option (`ttl`, `lease_ttl`, `stale_while_revalidate`,
+/// `stale_if_error`): `1800` (seconds) or `"30m"`. Its value is checked in
+/// `validate`, where each option's rule (zero allowed or not) is known.
 #[derive(Debug, Clone)]
-pub enum Ttl {
+pub enum DurationArg {
     Seconds(syn::LitInt),
     Text(LitStr),
 }
 
-impl Ttl {
+impl DurationArg {
     pub fn span(&self) -> Span {
         match self {
-            Ttl::Seconds(l) => l.span(),
-            Ttl::Text(l) => l.span(),
+            DurationArg::Seconds(l) => l.span(),
+            DurationArg::Text(l) => l.span(),
         }
     }
+}
+
+/// `early_refresh = true | false | 1.5`.
+#[derive(Debug, Clone)]
+pub enum EarlyRefresh {
+    Switch(LitBool),
+    /// The XFetch beta, an integer or float literal; checked in `validate`.
+    Factor(syn::Lit),
 }
 
 /// One entry of `invalidate = [...]`.
@@ -47,10 +62,15 @@ pub struct Args {
     /// The span of each option's name, to report duplicates and misplaced options.
     pub prefix: Option<LitStr>,
     pub id: Option<LitStr>,
-    pub ttl: Option<(Ident, Ttl)>,
+    pub ttl: Option<(Ident, DurationArg)>,
     pub skip: Option<(Ident, Vec<Ident>)>,
     pub invalidate: Option<(Ident, Vec<InvalidateEntry>)>,
     pub cache_none: Option<(Ident, LitBool)>,
+    pub lease: Option<(Ident, LitBool)>,
+    pub lease_ttl: Option<(Ident, DurationArg)>,
+    pub early_refresh: Option<(Ident, EarlyRefresh)>,
+    pub stale_while_revalidate: Option<(Ident, DurationArg)>,
+    pub stale_if_error: Option<(Ident, DurationArg)>,
     pub krate: Option<syn::Path>,
 }
 
@@ -76,6 +96,46 @@ fn parse_list<T>(
     let items = Punctuated::<T, Token![,]>::parse_terminated_with(&content, item)?;
     Ok(items.into_iter().collect())
 }
+
+/// The value of a duration option: seconds or a duration string.
+fn parse_duration(input: ParseStream, name: &str, examples: &str) -> syn::Result<DurationArg> {
+    if input.peek(syn::LitInt) {
+        Ok(DurationArg::Seconds(input.parse()?))
+    } else if input.peek(LitStr) {
+        Ok(DurationArg::Text(input.parse()?))
+    } else {
+        Err(input.error(format!(
+            "`{name}` takes seconds or a duration string: {examples}"
+        )))
+    }
+}
+
+fn parse_early_refresh(input: ParseStream) -> syn::Result<EarlyRefresh> {
+    // syn would read `-1.5` as one literal spanned on the `-` alone; blame
+    // the whole number instead.
+    if input.peek(Token![-]) {
+        let minus: Token![-] = input.parse()?;
+        let rest: Option<proc_macro2::TokenTree> = if input.peek(syn::Lit) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        return Err(syn::Error::new_spanned(
+            quote::quote!(#minus #rest),
+            EARLY_REFRESH_HELP,
+        ));
+    }
+    let lit: syn::Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), EARLY_REFRESH_HELP))?;
+    match lit {
+        syn::Lit::Bool(b) => Ok(EarlyRefresh::Switch(b)),
+        lit @ (syn::Lit::Int(_) | syn::Lit::Float(_)) => Ok(EarlyRefresh::Factor(lit)),
+        other => Err(syn::Error::new(other.span(), EARLY_REFRESH_HELP)),
+    }
+}
+
+pub const EARLY_REFRESH_HELP: &str = "`early_refresh` takes `true`, `false` or a positive factor (XFetch beta), e.g. `early_refresh = 1.5`";
 
 fn parse_skip_item(input: ParseStream) -> syn::Result<Ident> {
     if input.peek(Token![self]) {
@@ -127,17 +187,43 @@ impl Args {
                     set_once(&mut args.id, &meta, lit)
                 }
                 "ttl" => {
-                    let input = meta.value()?;
-                    let ttl = if input.peek(syn::LitInt) {
-                        Ttl::Seconds(input.parse()?)
-                    } else if input.peek(LitStr) {
-                        Ttl::Text(input.parse()?)
-                    } else {
-                        return Err(input.error(
-                            "`ttl` takes seconds or a duration string: `ttl = 1800` or `ttl = \"30m\"`",
-                        ));
-                    };
+                    let ttl =
+                        parse_duration(meta.value()?, "ttl", "`ttl = 1800` or `ttl = \"30m\"`")?;
                     set_once(&mut args.ttl, &meta, (name, ttl))
+                }
+                "lease_ttl" => {
+                    let ttl = parse_duration(
+                        meta.value()?,
+                        "lease_ttl",
+                        "`lease_ttl = 5` or `lease_ttl = \"5s\"`",
+                    )?;
+                    set_once(&mut args.lease_ttl, &meta, (name, ttl))
+                }
+                "stale_while_revalidate" => {
+                    let d = parse_duration(
+                        meta.value()?,
+                        "stale_while_revalidate",
+                        "`stale_while_revalidate = 30` or `stale_while_revalidate = \"30s\"`",
+                    )?;
+                    set_once(&mut args.stale_while_revalidate, &meta, (name, d))
+                }
+                "stale_if_error" => {
+                    let d = parse_duration(
+                        meta.value()?,
+                        "stale_if_error",
+                        "`stale_if_error = 300` or `stale_if_error = \"5m\"`",
+                    )?;
+                    set_once(&mut args.stale_if_error, &meta, (name, d))
+                }
+                "lease" => {
+                    let lit: LitBool = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`lease` takes `true` or `false`")
+                    })?;
+                    set_once(&mut args.lease, &meta, (name, lit))
+                }
+                "early_refresh" => {
+                    let value = parse_early_refresh(meta.value()?)?;
+                    set_once(&mut args.early_refresh, &meta, (name, value))
                 }
                 "skip" => {
                     let list = parse_list(meta.value()?, parse_skip_item)?;
@@ -213,5 +299,64 @@ mod tests {
         assert!(e.to_string().contains("valid options are: prefix"), "{e}");
         let e = Args::parse(quote!(ttl = 1, ttl = 2)).unwrap_err();
         assert!(e.to_string().contains("duplicate option `ttl`"), "{e}");
+    }
+
+    #[test]
+    fn parses_stampede_options() {
+        let a = Args::parse(quote!(
+            lease = true,
+            lease_ttl = 5,
+            early_refresh = 2.5,
+            stale_while_revalidate = "30s",
+            stale_if_error = 0
+        ))
+        .unwrap();
+        assert!(a.lease.unwrap().1.value);
+        assert!(matches!(a.lease_ttl.unwrap().1, DurationArg::Seconds(_)));
+        assert!(matches!(
+            a.early_refresh.unwrap().1,
+            EarlyRefresh::Factor(syn::Lit::Float(_))
+        ));
+        assert!(matches!(
+            a.stale_while_revalidate.unwrap().1,
+            DurationArg::Text(_)
+        ));
+        assert!(matches!(
+            a.stale_if_error.unwrap().1,
+            DurationArg::Seconds(_)
+        ));
+        let a = Args::parse(quote!(early_refresh = false)).unwrap();
+        assert!(matches!(
+            a.early_refresh.unwrap().1,
+            EarlyRefresh::Switch(b) if !b.value
+        ));
+        let a = Args::parse(quote!(early_refresh = 2)).unwrap();
+        assert!(matches!(
+            a.early_refresh.unwrap().1,
+            EarlyRefresh::Factor(syn::Lit::Int(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_malformed_stampede_options() {
+        let err = |ts| Args::parse(ts).unwrap_err().to_string();
+        assert_eq!(err(quote!(early_refresh = "fast")), EARLY_REFRESH_HELP);
+        assert_eq!(err(quote!(early_refresh = fast)), EARLY_REFRESH_HELP);
+        assert_eq!(err(quote!(early_refresh = -1.5)), EARLY_REFRESH_HELP);
+        assert_eq!(
+            err(quote!(lease = "yes")),
+            "`lease` takes `true` or `false`"
+        );
+        let e = err(quote!(stale_if_error = true));
+        assert!(e.starts_with("`stale_if_error` takes seconds"), "{e}");
+        let e = err(quote!(lease_ttl = 1.5));
+        assert!(e.starts_with("`lease_ttl` takes seconds"), "{e}");
+        let e = err(quote!(lease = true, lease = false));
+        assert!(e.contains("duplicate option `lease`"), "{e}");
+        let e = err(quote!(leese = true));
+        assert!(
+            e.contains("lease, lease_ttl, early_refresh, stale_while_revalidate, stale_if_error"),
+            "{e}"
+        );
     }
 }

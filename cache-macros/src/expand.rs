@@ -5,7 +5,7 @@
 //! its own `async move` block, so `return` and `?` behave exactly as without
 //! the macro.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Block, Expr, GenericParam, Ident, Signature, Type, Visibility};
@@ -278,6 +278,30 @@ fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
     }
 }
 
+/// `Some(Duration::from_millis(ms))` or `None`; `from_millis` is `const`, so
+/// the result fits in the `static` spec.
+fn opt_duration(ms: Option<u64>) -> TokenStream {
+    match ms {
+        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn opt<T: ToTokens>(value: Option<T>) -> TokenStream {
+    match value {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// `beta` as a suffixed float literal that reads as one: `1.0f64`.
+/// (`Literal::f64_suffixed(1.0)` prints `1f64`, valid but easy to misread.)
+fn f64_literal(beta: f64) -> Literal {
+    format!("{}f64", Literal::f64_unsuffixed(beta))
+        .parse()
+        .unwrap_or_else(|_| Literal::f64_suffixed(beta))
+}
+
 pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let Item {
         attrs,
@@ -286,11 +310,13 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
         block,
     } = &item;
     let name = sig.ident.to_string();
-    let ttl = match plan.ttl_ms {
-        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
-        None => quote!(::core::option::Option::None),
-    };
+    let ttl = opt_duration(plan.ttl_ms);
     let cache_none = plan.cache_none;
+    let lease = opt(plan.lease);
+    let lease_ttl = opt_duration(plan.lease_ttl_ms);
+    let early_refresh = opt(plan.early_refresh.map(f64_literal));
+    let stale_while_revalidate = opt_duration(plan.swr_ms);
+    let stale_if_error = opt_duration(plan.sie_ms);
     let shape = shape_path(krate, plan.shape);
     let hint = return_type_hint(sig);
     // The block's statements, not the block: `async move { { .. } }` would
@@ -316,6 +342,12 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             name: #name,
             ttl: #ttl,
             cache_none: #cache_none,
+            lease: #lease,
+            lease_ttl: #lease_ttl,
+            early_refresh: #early_refresh,
+            stale_while_revalidate: #stale_while_revalidate,
+            stale_if_error: #stale_if_error,
+            load_time: #krate::__private::LoadTime::new(),
         };
     };
     let new_body = match plan.mode {
@@ -364,5 +396,56 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             #new_body
         }
         #companions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_literals_keep_a_fraction() {
+        assert_eq!(f64_literal(1.0).to_string(), "1.0f64");
+        assert_eq!(f64_literal(0.0).to_string(), "0.0f64");
+        assert_eq!(f64_literal(2.5).to_string(), "2.5f64");
+    }
+
+    #[test]
+    fn spec_fills_the_stampede_options() {
+        let krate = quote!(::cache_runtime);
+        let f: syn::ItemFn = syn::parse2(quote!(
+            async fn f(id: u64) -> u64 {
+                id
+            }
+        ))
+        .unwrap();
+        let args = crate::args::Args::parse(quote!(
+            prefix = "p",
+            id = "id",
+            lease = true,
+            lease_ttl = "2s",
+            early_refresh = 1,
+            stale_while_revalidate = 0,
+            stale_if_error = "5m"
+        ))
+        .unwrap();
+        let plan = crate::validate::validate(&args, &f.sig).unwrap();
+        let item = Item {
+            attrs: &f.attrs,
+            vis: &f.vis,
+            sig: &f.sig,
+            block: &f.block,
+        };
+        let out = expand(&krate, item, &plan).to_string().replace(' ', "");
+        for expected in [
+            "lease:::core::option::Option::Some(true)",
+            "lease_ttl:::core::option::Option::Some(::core::time::Duration::from_millis(2000u64))",
+            "early_refresh:::core::option::Option::Some(1.0f64)",
+            "stale_while_revalidate:::core::option::Option::Some(::core::time::Duration::from_millis(0u64))",
+            "stale_if_error:::core::option::Option::Some(::core::time::Duration::from_millis(300000u64))",
+            "load_time:::cache_runtime::__private::LoadTime::new()",
+        ] {
+            assert!(out.contains(expected), "{expected} not in {out}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 
-use crate::args::{Args, InvalidateEntry, Ttl};
+use crate::args::{Args, DurationArg, EARLY_REFRESH_HELP, EarlyRefresh, InvalidateEntry};
 use crate::template::{self, Placeholder, Segment, Template};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,15 @@ pub struct Plan {
     pub key_params: Vec<(Ident, Type)>,
     pub ttl_ms: Option<u64>,
     pub cache_none: bool,
+    /// The stampede options; `None`: not given, the cache's setting applies.
+    /// Only read functions take them.
+    pub lease: Option<bool>,
+    pub lease_ttl_ms: Option<u64>,
+    /// The XFetch beta; `0.0` is `early_refresh = false`.
+    pub early_refresh: Option<f64>,
+    /// `0` is "off for this function".
+    pub swr_ms: Option<u64>,
+    pub sie_ms: Option<u64>,
     pub invalidations: Vec<Invalidation>,
     pub is_method: bool,
 }
@@ -90,15 +99,44 @@ impl Errors {
     }
 }
 
-/// Parses `ttl`: seconds, or `<n>ms|s|m|h|d`.
-pub fn parse_ttl(ttl: &Ttl) -> syn::Result<u64> {
-    const HELP: &str = "`ttl` must be a positive number of seconds (`ttl = 1800`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\"";
-    let ms = match ttl {
-        Ttl::Seconds(lit) => lit
+/// How one duration option reads its value.
+pub struct DurationRule {
+    pub name: &'static str,
+    /// Seconds, for the example in the error message.
+    pub example: u64,
+    /// `0` means "off for this function" rather than being an error.
+    pub zero_is_off: bool,
+}
+
+pub const TTL: DurationRule = DurationRule {
+    name: "ttl",
+    example: 1800,
+    zero_is_off: false,
+};
+pub const LEASE_TTL: DurationRule = DurationRule {
+    name: "lease_ttl",
+    example: 5,
+    zero_is_off: false,
+};
+pub const STALE_WHILE_REVALIDATE: DurationRule = DurationRule {
+    name: "stale_while_revalidate",
+    example: 30,
+    zero_is_off: true,
+};
+pub const STALE_IF_ERROR: DurationRule = DurationRule {
+    name: "stale_if_error",
+    example: 300,
+    zero_is_off: true,
+};
+
+/// Parses a duration option to milliseconds: seconds, or `<n>ms|s|m|h|d`.
+pub fn parse_duration(rule: &DurationRule, arg: &DurationArg) -> syn::Result<u64> {
+    let ms = match arg {
+        DurationArg::Seconds(lit) => lit
             .base10_parse::<u64>()
             .ok()
             .and_then(|s| s.checked_mul(1000)),
-        Ttl::Text(lit) => {
+        DurationArg::Text(lit) => {
             let text = lit.value();
             let text = text.trim();
             let split = text
@@ -121,8 +159,61 @@ pub fn parse_ttl(ttl: &Ttl) -> syn::Result<u64> {
         }
     };
     match ms {
-        Some(ms) if ms > 0 => Ok(ms),
-        _ => Err(syn::Error::new(ttl.span(), HELP)),
+        Some(ms) if ms > 0 || rule.zero_is_off => Ok(ms),
+        _ => {
+            let DurationRule {
+                name,
+                example,
+                zero_is_off,
+            } = rule;
+            let (positive, off) = if *zero_is_off {
+                ("", "; `0` turns it off for this function")
+            } else {
+                ("positive ", "")
+            };
+            Err(syn::Error::new(
+                arg.span(),
+                format!(
+                    "`{name}` must be a {positive}number of seconds (`{name} = {example}`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\"{off}"
+                ),
+            ))
+        }
+    }
+}
+
+/// A duration option's milliseconds, or its error pushed to `errors`.
+fn duration_ms(
+    option: &Option<(Ident, DurationArg)>,
+    rule: &DurationRule,
+    errors: &mut Errors,
+) -> Option<u64> {
+    let (_, arg) = option.as_ref()?;
+    parse_duration(rule, arg)
+        .map_err(|e| errors.push_err(e))
+        .ok()
+}
+
+/// The XFetch beta of `early_refresh`: `true` is 1, `false` is 0 (off).
+pub fn early_refresh_beta(value: &EarlyRefresh) -> syn::Result<f64> {
+    let lit = match value {
+        EarlyRefresh::Switch(b) => return Ok(if b.value { 1.0 } else { 0.0 }),
+        EarlyRefresh::Factor(lit) => lit,
+    };
+    let beta = match lit {
+        syn::Lit::Int(i) => i.base10_parse::<f64>().ok(),
+        syn::Lit::Float(f) => f.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    match beta {
+        Some(beta) if beta.is_finite() && beta > 0.0 => Ok(beta),
+        Some(0.0) => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`early_refresh = {}` would never refresh early: write `early_refresh = false` to turn it off, or give a positive factor (XFetch beta), e.g. `early_refresh = 1.5`",
+                quote::ToTokens::to_token_stream(lit)
+            ),
+        )),
+        _ => Err(syn::Error::new(lit.span(), EARLY_REFRESH_HELP)),
     }
 }
 
@@ -320,16 +411,51 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         }
     }
 
-    let ttl_ms = match &args.ttl {
-        Some((_, ttl)) => match parse_ttl(ttl) {
-            Ok(ms) => Some(ms),
-            Err(e) => {
-                errors.push_err(e);
-                None
-            }
-        },
-        None => None,
+    let ttl_ms = duration_ms(&args.ttl, &TTL, &mut errors);
+
+    // Stampede options: they change how a cached value is served or
+    // recomputed, so they need a function that serves one.
+    let stampede_options = [
+        args.lease.as_ref().map(|(name, _)| name),
+        args.lease_ttl.as_ref().map(|(name, _)| name),
+        args.early_refresh.as_ref().map(|(name, _)| name),
+        args.stale_while_revalidate.as_ref().map(|(name, _)| name),
+        args.stale_if_error.as_ref().map(|(name, _)| name),
+    ];
+    let not_read = match mode {
+        Mode::Read => None,
+        Mode::WriteThrough => {
+            Some("a write-through function always runs its body and never serves a cached value")
+        }
+        Mode::Write => Some("a write function has no cached value (it only invalidates)"),
     };
+    if let Some(why) = not_read {
+        for name in stampede_options.into_iter().flatten() {
+            errors.push(
+                name.span(),
+                format!("`{name}` applies to read functions only: {why}; remove the option"),
+            );
+        }
+    }
+    let lease = args.lease.as_ref().map(|(_, lit)| lit.value);
+    if let (Some(false), Some((name, _)), Mode::Read) = (lease, &args.lease_ttl, mode) {
+        errors.push(
+            name.span(),
+            "`lease_ttl` has no effect with `lease = false`; remove one",
+        );
+    }
+    let lease_ttl_ms = duration_ms(&args.lease_ttl, &LEASE_TTL, &mut errors);
+    let swr_ms = duration_ms(
+        &args.stale_while_revalidate,
+        &STALE_WHILE_REVALIDATE,
+        &mut errors,
+    );
+    let sie_ms = duration_ms(&args.stale_if_error, &STALE_IF_ERROR, &mut errors);
+    let early_refresh = args.early_refresh.as_ref().and_then(|(_, value)| {
+        early_refresh_beta(value)
+            .map_err(|e| errors.push_err(e))
+            .ok()
+    });
 
     // `skip`.
     let mut skipped: Vec<&Ident> = Vec::new();
@@ -517,6 +643,11 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         key_params,
         ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
+        lease,
+        lease_ttl_ms,
+        early_refresh,
+        swr_ms,
+        sie_ms,
         invalidations,
         is_method: receiver.is_some() || mentions_self_type(sig),
     })
@@ -606,7 +737,12 @@ mod tests {
 
     #[test]
     fn ttl_forms() {
-        let t = |s: &str| parse_ttl(&Ttl::Text(syn::LitStr::new(s, Span::call_site())));
+        let t = |s: &str| {
+            parse_duration(
+                &TTL,
+                &DurationArg::Text(syn::LitStr::new(s, Span::call_site())),
+            )
+        };
         assert_eq!(t("90s").unwrap(), 90_000);
         assert_eq!(t("1d").unwrap(), 86_400_000);
         assert_eq!(t("250ms").unwrap(), 250);
@@ -627,5 +763,163 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("`ttl` has no effect"), "{e}");
+    }
+
+    const READ_FN: &str = "async fn f(id: u64) -> u64 { id }";
+
+    fn read_plan(args: proc_macro2::TokenStream) -> syn::Result<Plan> {
+        let f: proc_macro2::TokenStream = READ_FN.parse().unwrap();
+        plan(quote!(prefix = "p", id = "id", #args), f)
+    }
+
+    fn messages(e: syn::Error) -> Vec<String> {
+        e.into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn stampede_options_on_a_read_function() {
+        let p = read_plan(quote!(
+            lease = true,
+            lease_ttl = "2s",
+            early_refresh = 2.5,
+            stale_while_revalidate = "30s",
+            stale_if_error = 300
+        ))
+        .unwrap();
+        assert_eq!(p.lease, Some(true));
+        assert_eq!(p.lease_ttl_ms, Some(2_000));
+        assert_eq!(p.early_refresh, Some(2.5));
+        assert_eq!(p.swr_ms, Some(30_000));
+        assert_eq!(p.sie_ms, Some(300_000));
+
+        let p = read_plan(quote!()).unwrap();
+        assert_eq!(
+            (p.lease, p.lease_ttl_ms, p.early_refresh, p.swr_ms, p.sie_ms),
+            (None, None, None, None, None)
+        );
+
+        let beta = |ts| read_plan(ts).unwrap().early_refresh;
+        assert_eq!(beta(quote!(early_refresh = true)), Some(1.0));
+        assert_eq!(beta(quote!(early_refresh = false)), Some(0.0));
+        assert_eq!(beta(quote!(early_refresh = 2)), Some(2.0));
+        assert_eq!(beta(quote!(early_refresh = 0.25)), Some(0.25));
+    }
+
+    #[test]
+    fn stale_options_accept_zero_as_off() {
+        let p = read_plan(quote!(stale_while_revalidate = 0, stale_if_error = "0s")).unwrap();
+        assert_eq!((p.swr_ms, p.sie_ms), (Some(0), Some(0)));
+        let e = read_plan(quote!(stale_while_revalidate = "5x")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`stale_while_revalidate` must be a number of seconds (`stale_while_revalidate = 30`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\"; `0` turns it off for this function"
+        );
+    }
+
+    #[test]
+    fn lease_ttl_follows_the_ttl_rules() {
+        let lease_ttl = |s: &str| {
+            parse_duration(
+                &LEASE_TTL,
+                &DurationArg::Text(syn::LitStr::new(s, Span::call_site())),
+            )
+        };
+        assert_eq!(lease_ttl("500ms").unwrap(), 500);
+        assert_eq!(lease_ttl("1h").unwrap(), 3_600_000);
+        let e = lease_ttl("0s").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`lease_ttl` must be a positive number of seconds (`lease_ttl = 5`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\""
+        );
+        assert!(read_plan(quote!(lease_ttl = 0)).is_err());
+        assert!(read_plan(quote!(lease_ttl = "5")).is_err());
+    }
+
+    #[test]
+    fn early_refresh_rejects_zero_and_infinity() {
+        for zero in [quote!(early_refresh = 0), quote!(early_refresh = 0.0)] {
+            let e = read_plan(zero).unwrap_err().to_string();
+            assert!(e.contains("would never refresh early"), "{e}");
+            assert!(e.contains("`early_refresh = false`"), "{e}");
+        }
+        let e = read_plan(quote!(early_refresh = 1e400)).unwrap_err();
+        assert_eq!(e.to_string(), EARLY_REFRESH_HELP);
+    }
+
+    #[test]
+    fn lease_ttl_conflicts_with_lease_false() {
+        let e = read_plan(quote!(lease = false, lease_ttl = 5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`lease_ttl` has no effect with `lease = false`; remove one"
+        );
+        assert!(read_plan(quote!(lease = true, lease_ttl = 5)).is_ok());
+        assert!(read_plan(quote!(lease = false)).is_ok());
+    }
+
+    #[test]
+    fn stampede_options_only_on_read_functions() {
+        let all = quote!(
+            lease = true,
+            lease_ttl = 5,
+            early_refresh = true,
+            stale_while_revalidate = 30,
+            stale_if_error = 30
+        );
+        let f = quote!(
+            async fn f(id: u64) -> Result<u64, E> {
+                Ok(id)
+            }
+        );
+        let msgs = messages(plan(quote!(invalidate = ["user:{id}"], #all), f.clone()).unwrap_err());
+        assert_eq!(msgs.len(), 5, "{msgs:?}");
+        for (msg, name) in msgs.iter().zip([
+            "lease",
+            "lease_ttl",
+            "early_refresh",
+            "stale_while_revalidate",
+            "stale_if_error",
+        ]) {
+            assert_eq!(
+                *msg,
+                format!(
+                    "`{name}` applies to read functions only: a write function has no cached value (it only invalidates); remove the option"
+                )
+            );
+        }
+        let msgs = messages(
+            plan(
+                quote!(prefix = "user", id = "id", invalidate = ["other:{id}"], #all),
+                f,
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(msgs.len(), 5, "{msgs:?}");
+        assert!(
+            msgs.iter().all(|m| m.contains(
+                "applies to read functions only: a write-through function always runs its body"
+            )),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn lease_conflict_is_not_repeated_on_write_functions() {
+        let msgs = messages(
+            plan(
+                quote!(invalidate = ["user:{id}"], lease = false, lease_ttl = 5),
+                quote!(
+                    async fn f(id: u64) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            !msgs.iter().any(|m| m.contains("no effect with")),
+            "{msgs:?}"
+        );
     }
 }

@@ -74,6 +74,11 @@ pub use store::StoreKind;
 /// | `skip = [db, pool]` | parameters that do not change the result, left out of the key |
 /// | `invalidate = [...]` | after success: `get_user(user_id)` (another cached function's key, type-checked), `"user:{user_id}"` (an exact key), `"user:{user_id}:posts:*"` (a pattern: `*`, `?` or `[`) |
 /// | `cache_none = true` | for `Option<T>` returns: store `None` too |
+/// | `lease = false` | read functions: no cross-process lease on a miss (plain cache-aside); default: the cache's setting, on |
+/// | `lease_ttl = "5s"` | read functions: how long a lease holds before another process may take it over; longer than the slowest body; default: the cache's setting (5 s) |
+/// | `early_refresh = true` / `1.5` / `false` | read functions: recompute before the TTL runs out, with probability rising as it nears (XFetch); a number is the factor beta (`true` = 1.0, larger refreshes earlier); default: the cache's setting (off) |
+/// | `stale_while_revalidate = "30s"` | read functions: for this long past the TTL, return the expired value at once while one caller recomputes it; `0` = off; default: the cache's setting (off) |
+/// | `stale_if_error = "5m"` | read functions: for this long past the TTL, return the expired value when the body fails; `0` = off; default: the cache's setting (off) |
 /// | `crate = "path"` | where `cache_runtime` is, if renamed |
 ///
 /// A function with `prefix`/`id` (or with no options at all) has a key of its
@@ -89,6 +94,17 @@ pub use store::StoreKind;
 /// with `cache_none`), so a stored `None` and a miss stay distinguishable;
 /// any other `T` is stored as is. The stored type must be
 /// `Serialize + DeserializeOwned` ([`Cacheable`]); values are plain JSON.
+///
+/// # Under concurrency
+///
+/// Concurrent misses of one key run the body once per process (single
+/// flight) and, with leases (the default), once across processes: the first
+/// miss puts a lease record in the key (`SET NX`-like, with `lease_ttl`), the
+/// others wait for its fill. The fill only writes while the lease is still
+/// there, and an invalidation removes it, so a read whose body began before
+/// an invalidation never stores what it read. A lease record starts with
+/// byte `0xC1`, which no JSON (or MessagePack) value starts with. See
+/// [`CacheBuilder::leases`] and the `policy` module.
 ///
 /// # Keys
 ///
@@ -108,7 +124,10 @@ pub use store::StoreKind;
 /// unknown parameters; `ttl`/`skip`/`cache_none` on a function with no key;
 /// `cache_none` on a non-`Option` return; a return type that can not be
 /// stored (`()`, `impl Trait`, a type without serde derives); a method with
-/// no `prefix`. A typed invalidation `get_user(user_id)` expands to a call of
+/// no `prefix`; `lease`, `lease_ttl`, `early_refresh`,
+/// `stale_while_revalidate` or `stale_if_error` on a write or write-through
+/// function; `lease_ttl` with `lease = false`; a zero `lease_ttl` or
+/// `early_refresh`. A typed invalidation `get_user(user_id)` expands to a call of
 /// `get_user::key(&user_id)`, so rustc checks that `get_user` is a cached
 /// function and that the arguments have the right types.
 ///
