@@ -446,3 +446,58 @@ async fn early_refresh_recomputes_before_expiry_while_others_keep_the_value() {
         assert_eq!(stats.misses, 1, "only the first call missed: {stats:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_value_kept_for_stale_serving_is_recomputed_once() {
+    let server = RedisServer::start();
+    let a = redis_cache(&server, "kept", true).await;
+    let b = redis_cache(&server, "kept", true).await;
+    let db = Db::new();
+    assert_eq!(Cache::scope(a.clone(), sie_row(&db, 1)).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(450)).await; // past the TTL, kept for errors
+    db.bump();
+    db.close_gate();
+    let first = {
+        let db = db.clone();
+        spawn_in(&a, async move { sie_row(&db, 1).await })
+    };
+    until_calls(&db, 2).await;
+    // The others wait for the lease over the expired value, then take the
+    // fresh fill instead of leasing it again.
+    let others: Vec<_> = (0..10)
+        .map(|i| {
+            let db = db.clone();
+            spawn_in(if i % 2 == 0 { &a } else { &b }, async move { sie_row(&db, 1).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.open_gate();
+    assert_eq!(first.await.unwrap(), Ok(2));
+    let values = join_all(others, Duration::from_secs(5)).await;
+    assert!(values.iter().all(|v| *v == Ok(2)), "{values:?}");
+    assert_eq!(db.calls(), 2, "one recomputation for all of them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_concurrent_calls_still_share_one_body() {
+    let mut server = RedisServer::start();
+    let cache = redis_cache(&server, "down", true).await;
+    server.kill();
+    let db = Db::new();
+    db.close_gate();
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let db = db.clone();
+            spawn_in(&cache, async move { row(&db, 1).await })
+        })
+        .collect();
+    until_calls(&db, 1).await;
+    // Longer than one operation timeout: every lookup has given up by now.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    db.open_gate();
+    let values = join_all(calls, Duration::from_secs(5)).await;
+    assert!(values.iter().all(|&v| v == 1));
+    assert_eq!(db.calls(), 1, "{:?}", cache.stats());
+    assert_eq!(cache.stats().coalesced, 99);
+    assert_eq!(cache.stats().stores, 0);
+}

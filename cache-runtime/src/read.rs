@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::Cache;
 use crate::cache::Lookup;
 use crate::codec::Cacheable;
-use crate::policy::lease::{Content, LeaseReply, Token, classify};
+use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
 use crate::policy::single_flight::{Leader, Outcome, Role};
 use crate::__private::{Shape, Spec};
@@ -140,9 +140,6 @@ where
     let counters = &*cache.inner.counters;
     let eff = Effective::new(cache, spec);
     let mut stale = None;
-    // An expired value past every window still sits in the key: the lease
-    // then goes over it (it is not an absent key).
-    let mut present = false;
     match look::<S::Value>(cache, &key, &eff).await {
         Found::Value {
             value,
@@ -175,15 +172,48 @@ where
                 return refresh::<S, R, F>(spec, cache, &key, &eff, value, body).await;
             }
             Counters::bump(&counters.misses);
-            present = true;
             if stale_for < eff.sie {
                 stale = Some(value);
             }
         }
         Found::Miss => Counters::bump(&counters.misses),
-        Found::Unavailable => return body.await,
+        Found::Unavailable => return unreachable::<S, R, F>(spec, cache, key, body).await,
     }
-    miss::<S, R, F>(spec, cache, key, &eff, stale, present, body).await
+    miss::<S, R, F>(spec, cache, key, &eff, stale, body).await
+}
+
+/// The store did not answer the lookup (down, or the breaker is open):
+/// concurrent callers of this process still share one run of the body (the
+/// database needs protecting most while the cache is down); nothing is
+/// stored and no lease taken.
+async fn unreachable<S, R, F>(spec: &'static Spec, cache: &Cache, key: String, body: F) -> R
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    F: Future<Output = R>,
+{
+    let leader = loop {
+        match cache.inner.flights.join(&key) {
+            Role::Leader(leader) => break leader,
+            Role::Follower(follower) => match follower.wait().await {
+                Outcome::Done(Some(bytes)) => {
+                    if let Some(value) = cache.decode::<S::Value>(&bytes) {
+                        Counters::bump(&cache.inner.counters.coalesced);
+                        return S::from_stored(value);
+                    }
+                    return body.await;
+                }
+                Outcome::Done(None) => return body.await,
+                Outcome::Abandoned => continue,
+            },
+        }
+    };
+    let result = timed(spec, body).await;
+    let shared = S::to_store(&result, spec.cache_none)
+        .and_then(|value| cache.encode(value))
+        .map(Bytes::from);
+    leader.finish(shared);
+    result
 }
 
 /// A miss: join or lead the key's flight; the leader takes the lease, runs
@@ -194,7 +224,6 @@ async fn miss<S, R, F>(
     key: String,
     eff: &Effective,
     stale: Option<S::Value>,
-    present: bool,
     body: F,
 ) -> R
 where
@@ -232,16 +261,27 @@ where
 
     let store = &cache.inner.store;
     let token = Token::new();
-    let started = Instant::now();
+    // `lease_wait` bounds the wait for each holder: when a dead holder's
+    // lease expires and another process takes it over, the clock restarts
+    // (at most once more), so the takeover's fill is waited for too.
+    let mut started = Instant::now();
+    let mut holder: Option<Bytes> = None;
+    let mut takeovers = 0;
     let mut pause = Duration::from_millis(2);
     let mut waited = false;
     loop {
-        match store.lease(&key, &token, eff.lease_ttl, present).await {
+        // An expired value kept for stale serving is leased over; a fresh
+        // one is a fill that landed since the lookup.
+        let purpose = LeaseFor::Miss {
+            stale_within: eff.stale_extra(),
+        };
+        match store.lease(&key, &token, eff.lease_ttl, purpose).await {
             Ok(LeaseReply::Acquired) => break,
             Ok(LeaseReply::Held(Content::Value(bytes))) => {
                 // Filled since our lookup (by the holder we waited for, or
                 // just before we asked). Garbage was counted by the lookup.
                 if let Ok(value) = crate::codec::decode::<S::Value>(&bytes) {
+                    Counters::bump(&counters.coalesced);
                     leader.finish(Some(bytes));
                     return S::from_stored(value);
                 }
@@ -250,11 +290,16 @@ where
             Err(StoreError::WrongType(_)) => {
                 return overwrite::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
             }
-            Ok(LeaseReply::Held(Content::Leased { .. })) => {
+            Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
                 if !waited {
                     waited = true;
                     Counters::bump(&counters.lease_waits);
                 }
+                if holder.as_ref().is_some_and(|h| *h != theirs) && takeovers < 1 {
+                    takeovers += 1;
+                    started = Instant::now();
+                }
+                holder = Some(theirs);
                 let left = eff.lease_wait.saturating_sub(started.elapsed());
                 if left.is_zero() {
                     // The holder is slow or gone and its lease not yet
@@ -353,7 +398,7 @@ where
         match cache
             .inner
             .store
-            .lease(key, &token, eff.lease_ttl, true)
+            .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
             .await
         {
             Ok(LeaseReply::Acquired) => Some(LeaseGuard::new(cache, key, token)),

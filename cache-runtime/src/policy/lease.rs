@@ -26,6 +26,7 @@
 //!   [`RELEASE`] (restoring the value it was refreshing).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -33,8 +34,10 @@ use bytes::Bytes;
 pub(crate) const MARKER: &[u8] = b"\xC1lease:";
 const TOKEN_LEN: usize = 32;
 
-/// Takes a lease. KEYS[1] = key; ARGV = token, lease ms, "1" to lease a
-/// present value (a refresh) or "0" (a miss: only an absent key).
+/// Takes a lease. KEYS[1] = key; ARGV = token, lease ms, and which present
+/// value to lease over: "-1" any (a refresh), or `n` (a miss): a value with
+/// at most `n` ms to live, i.e. expired and only kept to be served stale; a
+/// value with more is fresh and returned. An absent key is always leased.
 /// Returns 1 when the lease is ours, else the key's current content (a value
 /// or another holder's record). A record past its deadline is taken over,
 /// keeping the value it carries. Deadlines use the server's clock (TIME), so
@@ -60,7 +63,13 @@ if string.sub(v, 1, 7) == '\193lease:' then
   end
   return v
 end
-if ARGV[3] == '1' then
+local within = tonumber(ARGV[3])
+local take = within < 0
+if not take then
+  local pttl = redis.call('PTTL', KEYS[1])
+  take = pttl >= 0 and pttl <= within
+end
+if take then
   redis.call('SET', KEYS[1], head .. v, 'KEEPTTL')
   return 1
 end
@@ -168,6 +177,38 @@ pub(crate) fn classify(bytes: Bytes) -> Content {
             value: (value_at < bytes.len()).then(|| bytes.slice(value_at..)),
         },
         None => Content::Value(bytes),
+    }
+}
+
+/// What a lease is taken for, which decides whether it goes over a value
+/// that is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseFor {
+    /// A miss: an absent key is leased; so is a value with at most
+    /// `stale_within` to live (expired, kept only to be served stale). A
+    /// value with more is fresh (filled since the lookup) and is returned.
+    Miss { stale_within: Duration },
+    /// A refresh: the present value is leased, and keeps being served.
+    Refresh,
+}
+
+impl LeaseFor {
+    /// The script's third argument.
+    pub fn script_arg(self) -> i64 {
+        match self {
+            LeaseFor::Miss { stale_within } => {
+                i64::try_from(stale_within.as_millis()).unwrap_or(i64::MAX)
+            }
+            LeaseFor::Refresh => -1,
+        }
+    }
+
+    /// Whether a value with `remaining` to live is leased over.
+    pub fn takes(self, remaining: Duration) -> bool {
+        match self {
+            LeaseFor::Miss { stale_within } => remaining <= stale_within,
+            LeaseFor::Refresh => true,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Store, StoreError};
-use crate::policy::lease::{LeaseReply, Token};
+use crate::policy::lease::{LeaseFor, LeaseReply, Token};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DisabledStore;
@@ -33,7 +33,7 @@ impl Store for DisabledStore {
         _key: &str,
         _token: &Token,
         _lease_ttl: Duration,
-        _refresh: bool,
+        _purpose: LeaseFor,
     ) -> Result<LeaseReply, StoreError> {
         Ok(LeaseReply::Acquired)
     }

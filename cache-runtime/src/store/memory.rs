@@ -13,7 +13,7 @@ use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
 use crate::key::glob_match;
-use crate::policy::lease::{Content, LeaseReply, Token, classify};
+use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -129,7 +129,7 @@ impl Store for MemoryStore {
         key: &str,
         token: &Token,
         lease_ttl: Duration,
-        refresh: bool,
+        purpose: LeaseFor,
     ) -> Result<LeaseReply, StoreError> {
         let now = now_ms();
         let deadline = now + lease_ttl.as_millis() as u64;
@@ -156,7 +156,7 @@ impl Store for MemoryStore {
                             expires_at,
                         })
                     }
-                    Content::Value(value) if refresh => Op::Put(Entry {
+                    Content::Value(value) if purpose.takes(entry.remaining()) => Op::Put(Entry {
                         bytes: Bytes::from(token.record(deadline, &value)),
                         expires_at: entry.expires_at,
                     }),

@@ -16,7 +16,7 @@ pub(crate) use self::disabled::DisabledStore;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::{RedisOptions, RedisStore};
 use crate::policy::BreakerState;
-use crate::policy::lease::{LeaseReply, Token};
+use crate::policy::lease::{LeaseFor, LeaseReply, Token};
 
 /// Why a store operation did not happen. Never reaches a caller of a cached
 /// function: the runtime counts it, logs it (rate-limited) and runs the body.
@@ -69,14 +69,14 @@ pub(crate) trait Store: Send + Sync {
     fn delete_pattern(&self, pattern: &str)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Takes a lease on `key` for `lease_ttl` (see [`crate::policy::lease`]):
-    /// on an absent key, or with `refresh` on a present value, or over an
-    /// expired lease.
+    /// on an absent key, over an expired lease, or over a present value as
+    /// `purpose` says.
     fn lease(
         &self,
         key: &str,
         token: &Token,
         lease_ttl: Duration,
-        refresh: bool,
+        purpose: LeaseFor,
     ) -> impl Future<Output = Result<LeaseReply, StoreError>> + Send;
     /// Stores `value` only while `key` still holds `token`'s lease; whether it did.
     fn fill(
@@ -163,9 +163,9 @@ impl Store for Backend {
         key: &str,
         token: &Token,
         lease_ttl: Duration,
-        refresh: bool,
+        purpose: LeaseFor,
     ) -> Result<LeaseReply, StoreError> {
-        dispatch!(self, s => s.lease(key, token, lease_ttl, refresh))
+        dispatch!(self, s => s.lease(key, token, lease_ttl, purpose))
     }
     async fn fill(
         &self,

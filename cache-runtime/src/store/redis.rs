@@ -17,7 +17,7 @@ use redis::{Client, RedisError, RedisResult, Script, Value};
 use super::{Store, StoreError};
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
-use crate::policy::lease::{self, LeaseReply, Token, classify};
+use crate::policy::lease::{self, LeaseFor, LeaseReply, Token, classify};
 
 // Scripts run as EVALSHA (loaded on the first NOSCRIPT); each touches one
 // key, so they run unchanged on Redis Cluster.
@@ -266,7 +266,7 @@ impl Store for RedisStore {
         key: &str,
         token: &Token,
         lease_ttl: Duration,
-        refresh: bool,
+        purpose: LeaseFor,
     ) -> Result<LeaseReply, StoreError> {
         let px = (lease_ttl.as_millis() as u64).max(1);
         let reply: Value = self
@@ -275,7 +275,7 @@ impl Store for RedisStore {
                     .key(key)
                     .arg(token.as_str())
                     .arg(px)
-                    .arg(if refresh { "1" } else { "0" })
+                    .arg(purpose.script_arg())
                     .invoke_async(&mut conn)
                     .await
             })
