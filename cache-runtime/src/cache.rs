@@ -10,9 +10,9 @@ use crate::codec::{self, Cacheable};
 use crate::config::{CacheBuilder, ConfigError, StoreConfig, redact_url};
 use crate::key::KeyBuilder;
 use crate::policy::lease::{Content, classify};
+use crate::policy::retry::RetryQueue;
 use crate::policy::single_flight::Flights;
 use crate::policy::{BreakerState, Policy};
-use crate::policy::retry::RetryQueue;
 use crate::stats::{Counters, LogLimiter, Stats};
 use crate::store::{
     Backend, DisabledStore, MemoryStore, RedisOptions, RedisStore, Store, StoreError, StoreKind,
@@ -254,7 +254,8 @@ impl Cache {
         let found = match self.inner.store.get(key).await {
             // A lease record is a miss, or the value it is refreshing.
             Ok(Some(bytes)) => match classify(bytes) {
-                Content::Value(bytes) | Content::Leased {
+                Content::Value(bytes)
+                | Content::Leased {
                     value: Some(bytes), ..
                 } => Ok(Some(bytes)),
                 Content::Leased { value: None, .. } => Ok(None),

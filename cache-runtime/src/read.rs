@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::__private::{Shape, Spec};
 use crate::Cache;
 use crate::cache::Lookup;
 use crate::codec::Cacheable;
 use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
 use crate::policy::single_flight::{Leader, Outcome, Role};
-use crate::__private::{Shape, Spec};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
 
@@ -91,7 +91,10 @@ enum Found<V> {
 async fn look<V: Cacheable>(cache: &Cache, key: &str, eff: &Effective) -> Found<V> {
     let store = &cache.inner.store;
     let read = if eff.needs_ttl() {
-        store.get_with_ttl(key).await.map(|o| o.map(|(b, t)| (b, Some(t))))
+        store
+            .get_with_ttl(key)
+            .await
+            .map(|o| o.map(|(b, t)| (b, Some(t))))
     } else {
         store.get(key).await.map(|o| o.map(|b| (b, None)))
     };

@@ -77,7 +77,8 @@ impl Counters {
 pub struct Stats {
     /// Lookups answered from the store.
     pub hits: u64,
-    /// Lookups that found nothing (the body ran).
+    /// Lookups that found no servable value: the body ran, in this call or
+    /// in the one it joined (see `coalesced`).
     pub misses: u64,
     /// Values written to the store.
     pub stores: u64,

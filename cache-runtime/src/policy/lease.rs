@@ -113,7 +113,7 @@ impl Token {
         // 64 random bits, then pid and a per-process sequence: two attempts
         // never share a token, even with a badly seeded generator.
         let random = fastrand::u64(..);
-        let pid = std::process::id() & 0xffff_ffff;
+        let pid = std::process::id();
         let seq = SEQ.fetch_add(1, Relaxed) & 0xffff_ffff;
         Token(format!("{random:016x}{pid:08x}{seq:08x}"))
     }
@@ -166,7 +166,10 @@ pub(crate) fn classify(bytes: Bytes) -> Content {
         let token_end = rest.iter().position(|&b| b == b':')?;
         let after = &rest[token_end + 1..];
         let deadline_end = after.iter().position(|&b| b == b':')?;
-        let deadline_ms = std::str::from_utf8(&after[..deadline_end]).ok()?.parse().ok()?;
+        let deadline_ms = std::str::from_utf8(&after[..deadline_end])
+            .ok()?
+            .parse()
+            .ok()?;
         let value_at = MARKER.len() + token_end + 1 + deadline_end + 1;
         Some((token_end, deadline_ms, value_at))
     })();
@@ -256,10 +259,21 @@ mod tests {
 
     #[test]
     fn values_are_not_leases() {
-        for v in [&br#"{"lease":1}"#[..], b"\xC1lease", b"\xC1lease:zz", b"null", b""] {
-            assert_eq!(classify(Bytes::copy_from_slice(v)), Content::Value(Bytes::copy_from_slice(v)));
+        for v in [
+            &br#"{"lease":1}"#[..],
+            b"\xC1lease",
+            b"\xC1lease:zz",
+            b"null",
+            b"",
+        ] {
+            assert_eq!(
+                classify(Bytes::copy_from_slice(v)),
+                Content::Value(Bytes::copy_from_slice(v))
+            );
         }
         // A record must not parse as JSON.
-        assert!(serde_json::from_slice::<serde_json::Value>(&Token::new().record(1, b"1")).is_err());
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&Token::new().record(1, b"1")).is_err()
+        );
     }
 }

@@ -46,7 +46,12 @@ impl Store for DisabledStore {
     ) -> Result<bool, StoreError> {
         Ok(false)
     }
-    async fn release(&self, _key: &str, _token: &Token, _restore: bool) -> Result<bool, StoreError> {
+    async fn release(
+        &self,
+        _key: &str,
+        _token: &Token,
+        _restore: bool,
+    ) -> Result<bool, StoreError> {
         Ok(false)
     }
 }

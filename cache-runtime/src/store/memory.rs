@@ -179,8 +179,9 @@ impl Store for MemoryStore {
         let prefix = token.record_prefix();
         let mut filled = false;
         let mut value = Some(value);
-        self.entries.entry_by_ref(key).and_compute_with(|current| {
-            match Self::live(current) {
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match Self::live(current) {
                 Some(entry) if entry.bytes.starts_with(&prefix) => {
                     filled = true;
                     Op::Put(Entry {
@@ -189,16 +190,16 @@ impl Store for MemoryStore {
                     })
                 }
                 _ => Op::Nop,
-            }
-        });
+            });
         Ok(filled)
     }
 
     async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
         let prefix = token.record_prefix();
         let mut released = false;
-        self.entries.entry_by_ref(key).and_compute_with(|current| {
-            match Self::live(current) {
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match Self::live(current) {
                 Some(entry) if entry.bytes.starts_with(&prefix) => {
                     released = true;
                     match classify(entry.bytes) {
@@ -212,8 +213,7 @@ impl Store for MemoryStore {
                     }
                 }
                 _ => Op::Nop,
-            }
-        });
+            });
         Ok(released)
     }
 }
