@@ -131,7 +131,13 @@ async fn a_hot_key_through_20_expiries_with_and_without_early_refresh() {
     // With: no caller misses; about one body per TTL (XFetch refreshes a
     // little before each expiry, so slightly more than one).
     assert!(on.misses <= 1, "{on:?}");
-    assert!(on.bodies >= u64::from(EXPIRIES) - 2, "the value is kept fresh: {on:?}");
-    assert!(on.bodies <= u64::from(EXPIRIES) * 4, "one refresh per expiry, not a storm: {on:?}");
+    assert!(
+        on.bodies >= u64::from(EXPIRIES) - 2,
+        "the value is kept fresh: {on:?}"
+    );
+    assert!(
+        on.bodies <= u64::from(EXPIRIES) * 4,
+        "one refresh per expiry, not a storm: {on:?}"
+    );
     assert!(on.delayed < off.delayed, "{on:?} vs {off:?}");
 }

@@ -146,7 +146,10 @@ async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>, bound: Duration) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_run_the_body_once_per_key() {
     let server = RedisServer::start();
-    for cache in [redis_cache(&server, "sf", true).await, memory_cache(true).await] {
+    for cache in [
+        redis_cache(&server, "sf", true).await,
+        memory_cache(true).await,
+    ] {
         let db = Db::new();
         db.close_gate();
         let tasks: Vec<_> = (0..200)
@@ -182,7 +185,9 @@ async fn a_second_handle_waits_for_the_first_ones_lease() {
     let others: Vec<_> = (0..50)
         .map(|i| {
             let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move { row(&db, 1).await })
+            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
+                row(&db, 1).await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -222,7 +227,10 @@ async fn a_lease_is_never_mistaken_for_a_value() {
     );
     assert!(std::str::from_utf8(&raw).is_err(), "nor is it text");
     let pttl = server.pttl("rec:row:1");
-    assert!(pttl > 0 && pttl <= 5_000, "the lease expires by itself: {pttl}");
+    assert!(
+        pttl > 0 && pttl <= 5_000,
+        "the lease expires by itself: {pttl}"
+    );
     // The public API reads it as a miss, not as garbage.
     assert_eq!(cache.get::<u64>("rec:row:1").await, None);
     assert_eq!(cache.stats().decode_errors, 0);
@@ -257,11 +265,17 @@ async fn a_read_that_began_before_an_invalidation_does_not_store_its_result() {
         let after = Cache::scope(cache.clone(), row(&db, 1)).await;
         let kind = cache.store_kind();
         if leases {
-            assert_eq!(after, 2, "{kind:?}: the read after the invalidation is fresh");
+            assert_eq!(
+                after, 2,
+                "{kind:?}: the read after the invalidation is fresh"
+            );
             assert_eq!(cache.stats().leases_lost, 1, "{kind:?}");
         } else {
             // Plain cache-aside stored the old row after the invalidation.
-            assert_eq!(after, 1, "{kind:?}: without leases the race leaves it stale");
+            assert_eq!(
+                after, 1,
+                "{kind:?}: without leases the race leaves it stale"
+            );
         }
     }
 }
@@ -344,7 +358,13 @@ async fn a_redis_restart_while_a_lease_is_held_fails_no_caller() {
     db.open_gate();
     let values = join_all(callers, Duration::from_secs(10)).await;
     assert!(values.iter().all(|&v| v == 1), "{values:?}");
-    assert!(db.calls() <= 3, "at most the holder and one per handle: {} {:?} {:?}", db.calls(), a.stats(), b.stats());
+    assert!(
+        db.calls() <= 3,
+        "at most the holder and one per handle: {} {:?} {:?}",
+        db.calls(),
+        a.stats(),
+        b.stats()
+    );
     // And the cache works again afterwards.
     let ok = common::eventually(Duration::from_secs(5), || async {
         Cache::scope(a.clone(), row(&db, 1)).await == 1 && server.get("restart:row:1").is_some()
@@ -361,7 +381,10 @@ async fn stale_while_revalidate_serves_the_old_value_while_one_caller_refreshes(
     let db = Db::new();
     assert_eq!(Cache::scope(a.clone(), swr_row(&db, 1)).await, 1);
     let pttl = server.pttl("swr:swr:1");
-    assert!(pttl > 9_000 && pttl <= 10_300, "stored for ttl + window: {pttl}");
+    assert!(
+        pttl > 9_000 && pttl <= 10_300,
+        "stored for ttl + window: {pttl}"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await; // expired, within the window
     db.bump();
     db.close_gate();
@@ -375,14 +398,20 @@ async fn stale_while_revalidate_serves_the_old_value_while_one_caller_refreshes(
     let others: Vec<_> = (0..20)
         .map(|i| {
             let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move { swr_row(&db, 1).await })
+            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
+                swr_row(&db, 1).await
+            })
         })
         .collect();
     let values = join_all(others, Duration::from_secs(2)).await;
     assert!(values.iter().all(|&v| v == 1), "{values:?}");
     assert_eq!(db.calls(), 2, "one refresh");
     db.open_gate();
-    assert_eq!(refresher.await.unwrap(), 2, "the refresher returns the new value");
+    assert_eq!(
+        refresher.await.unwrap(),
+        2,
+        "the refresher returns the new value"
+    );
     assert_eq!(Cache::scope(b.clone(), swr_row(&db, 1)).await, 2);
     assert_eq!(db.calls(), 2);
     let (sa, sb) = (a.stats(), b.stats());
@@ -393,7 +422,10 @@ async fn stale_while_revalidate_serves_the_old_value_while_one_caller_refreshes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_returns_the_expired_value_when_the_body_fails() {
     let server = RedisServer::start();
-    for cache in [redis_cache(&server, "sie", true).await, memory_cache(true).await] {
+    for cache in [
+        redis_cache(&server, "sie", true).await,
+        memory_cache(true).await,
+    ] {
         let db = Db::new();
         Cache::scope(cache.clone(), async {
             assert_eq!(sie_row(&db, 1).await, Ok(1));
@@ -419,7 +451,10 @@ async fn stale_if_error_returns_the_expired_value_when_the_body_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_refresh_recomputes_before_expiry_while_others_keep_the_value() {
     let server = RedisServer::start();
-    for cache in [redis_cache(&server, "early", true).await, memory_cache(true).await] {
+    for cache in [
+        redis_cache(&server, "early", true).await,
+        memory_cache(true).await,
+    ] {
         let db = Db::new();
         // Miss: the body runs and its duration becomes XFetch's delta.
         assert_eq!(Cache::scope(cache.clone(), early_row(&db, 1)).await, 1);
@@ -467,7 +502,9 @@ async fn an_expired_value_kept_for_stale_serving_is_recomputed_once() {
     let others: Vec<_> = (0..10)
         .map(|i| {
             let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move { sie_row(&db, 1).await })
+            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
+                sie_row(&db, 1).await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -146,7 +146,10 @@ async fn stale_set_race_leases_off_vs_on() {
     let off = run(false).await;
     let on = run(true).await;
     eprintln!("stale-set torture ({KEYS} keys, {PROCESSES} handles, packet jitter 0-0.7 ms):");
-    for (name, r) in [("leases off (plain cache-aside)", &off), ("leases on (default)", &on)] {
+    for (name, r) in [
+        ("leases off (plain cache-aside)", &off),
+        ("leases on (default)", &on),
+    ] {
         eprintln!(
             "  {name:32} races {:>6}  reads {:>7}  stale reads {:>6}  fills refused {:>5}  {:.1?}",
             r.races, r.reads, r.stale_reads, r.leases_lost, r.elapsed

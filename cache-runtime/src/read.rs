@@ -156,7 +156,7 @@ where
                 && let (Some(remaining), Some(delta)) = (remaining, spec.load_time.get())
                 && should_refresh(remaining, delta, eff.beta)
             {
-                return refresh::<S, R, F>(spec, cache, &key, &eff, value, body).await;
+                return Box::pin(refresh::<S, R, F>(spec, cache, &key, &eff, value, body)).await;
             }
             return S::from_stored(value);
         }
@@ -172,7 +172,7 @@ where
                 if refreshing {
                     return S::from_stored(value);
                 }
-                return refresh::<S, R, F>(spec, cache, &key, &eff, value, body).await;
+                return Box::pin(refresh::<S, R, F>(spec, cache, &key, &eff, value, body)).await;
             }
             Counters::bump(&counters.misses);
             if stale_for < eff.sie {
@@ -180,9 +180,13 @@ where
             }
         }
         Found::Miss => Counters::bump(&counters.misses),
-        Found::Unavailable => return unreachable::<S, R, F>(spec, cache, key, body).await,
+        Found::Unavailable => {
+            return Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
+        }
     }
-    miss::<S, R, F>(spec, cache, key, &eff, stale, body).await
+    // The cold paths are boxed: the future of a hit stays small (it is
+    // created and moved on every call), a miss pays one allocation.
+    Box::pin(miss::<S, R, F>(spec, cache, key, &eff, stale, body)).await
 }
 
 /// The store did not answer the lookup (down, or the breaker is open):
