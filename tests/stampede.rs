@@ -123,6 +123,23 @@ where
     tokio::spawn(Cache::scope(cache.clone(), f))
 }
 
+/// Starts `n` calls as tasks, spread over `caches` in turn (each call in its
+/// cache's scope).
+fn spawn_calls<T, Fut>(
+    n: usize,
+    caches: &[&Cache],
+    db: &Arc<Db>,
+    call: impl Fn(Arc<Db>) -> Fut,
+) -> Vec<tokio::task::JoinHandle<T>>
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    (0..n)
+        .map(|i| spawn_in(caches[i % caches.len()], call(db.clone())))
+        .collect()
+}
+
 /// Waits for `n` body runs (bodies signal by counting).
 async fn until_calls(db: &Db, n: u64) {
     let ok = common::eventually(Duration::from_secs(5), || async { db.calls() >= n }).await;
@@ -152,12 +169,7 @@ async fn concurrent_misses_run_the_body_once_per_key() {
     ] {
         let db = Db::new();
         db.close_gate();
-        let tasks: Vec<_> = (0..200)
-            .map(|_| {
-                let db = db.clone();
-                spawn_in(&cache, async move { row(&db, 1).await })
-            })
-            .collect();
+        let tasks = spawn_calls(200, &[&cache], &db, |db| async move { row(&db, 1).await });
         until_calls(&db, 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         db.open_gate();
@@ -182,14 +194,7 @@ async fn a_second_handle_waits_for_the_first_ones_lease() {
         spawn_in(&a, async move { row(&db, 1).await })
     };
     until_calls(&db, 1).await;
-    let others: Vec<_> = (0..50)
-        .map(|i| {
-            let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
-                row(&db, 1).await
-            })
-        })
-        .collect();
+    let others = spawn_calls(50, &[&a, &b], &db, |db| async move { row(&db, 1).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(db.calls(), 1, "everyone else waits for the lease holder");
     db.open_gate();
@@ -310,12 +315,7 @@ async fn a_cancelled_leader_does_not_strand_its_followers() {
             spawn_in(cache, async move { row(&db, 1).await })
         };
         until_calls(&db, 1).await;
-        let mut followers: Vec<_> = (0..20)
-            .map(|_| {
-                let db = db.clone();
-                spawn_in(cache, async move { row(&db, 1).await })
-            })
-            .collect();
+        let mut followers = spawn_calls(20, &[&cache], &db, |db| async move { row(&db, 1).await });
         if let Some(remote) = remote {
             for _ in 0..5 {
                 let db = db.clone();
@@ -341,12 +341,7 @@ async fn a_redis_restart_while_a_lease_is_held_fails_no_caller() {
     let b = redis_cache(&server, "restart", true).await;
     let db = Db::new();
     db.close_gate();
-    let mut callers: Vec<_> = (0..10)
-        .map(|_| {
-            let db = db.clone();
-            spawn_in(&a, async move { row(&db, 1).await })
-        })
-        .collect();
+    let mut callers = spawn_calls(10, &[&a], &db, |db| async move { row(&db, 1).await });
     until_calls(&db, 1).await;
     for _ in 0..10 {
         let db = db.clone();
@@ -395,14 +390,12 @@ async fn stale_while_revalidate_serves_the_old_value_while_one_caller_refreshes(
     until_calls(&db, 2).await;
     // While the refresh is held at the gate, every other caller, through
     // either handle, gets the old value at once.
-    let others: Vec<_> = (0..20)
-        .map(|i| {
-            let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
-                swr_row(&db, 1).await
-            })
-        })
-        .collect();
+    let others = spawn_calls(
+        20,
+        &[&a, &b],
+        &db,
+        |db| async move { swr_row(&db, 1).await },
+    );
     let values = join_all(others, Duration::from_secs(2)).await;
     assert!(values.iter().all(|&v| v == 1), "{values:?}");
     assert_eq!(db.calls(), 2, "one refresh");
@@ -466,12 +459,12 @@ async fn early_refresh_recomputes_before_expiry_while_others_keep_the_value() {
             spawn_in(&cache, async move { early_row(&db, 1).await })
         };
         until_calls(&db, 2).await;
-        let others: Vec<_> = (0..10)
-            .map(|_| {
-                let db = db.clone();
-                spawn_in(&cache, async move { early_row(&db, 1).await })
-            })
-            .collect();
+        let others = spawn_calls(
+            10,
+            &[&cache],
+            &db,
+            |db| async move { early_row(&db, 1).await },
+        );
         let values = join_all(others, Duration::from_secs(2)).await;
         assert!(values.iter().all(|&v| v == 1), "{values:?}");
         db.open_gate();
@@ -499,14 +492,12 @@ async fn an_expired_value_kept_for_stale_serving_is_recomputed_once() {
     until_calls(&db, 2).await;
     // The others wait for the lease over the expired value, then take the
     // fresh fill instead of leasing it again.
-    let others: Vec<_> = (0..10)
-        .map(|i| {
-            let db = db.clone();
-            spawn_in(if i % 2 == 0 { &a } else { &b }, async move {
-                sie_row(&db, 1).await
-            })
-        })
-        .collect();
+    let others = spawn_calls(
+        10,
+        &[&a, &b],
+        &db,
+        |db| async move { sie_row(&db, 1).await },
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     db.open_gate();
     assert_eq!(first.await.unwrap(), Ok(2));
@@ -522,12 +513,7 @@ async fn with_redis_down_concurrent_calls_still_share_one_body() {
     server.kill();
     let db = Db::new();
     db.close_gate();
-    let calls: Vec<_> = (0..100)
-        .map(|_| {
-            let db = db.clone();
-            spawn_in(&cache, async move { row(&db, 1).await })
-        })
-        .collect();
+    let calls = spawn_calls(100, &[&cache], &db, |db| async move { row(&db, 1).await });
     until_calls(&db, 1).await;
     // Longer than one operation timeout: every lookup has given up by now.
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -257,13 +257,7 @@ where
         }
     };
     if !eff.leases {
-        let result = timed(spec, body).await;
-        let shared = match S::to_store(&result, spec.cache_none) {
-            Some(value) => cache.set_encoded(&key, value, eff.store_ttl()).await,
-            None => None,
-        };
-        leader.finish(shared);
-        return or_stale::<S, R>(cache, result, stale);
+        return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
     }
 
     let store = &cache.inner.store;
@@ -292,10 +286,10 @@ where
                     leader.finish(Some(bytes));
                     return S::from_stored(value);
                 }
-                return overwrite::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
             }
             Err(StoreError::WrongType(_)) => {
-                return overwrite::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
             }
             Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
                 if !waited {
@@ -353,10 +347,10 @@ where
     or_stale::<S, R>(cache, result, stale)
 }
 
-/// Garbage or a foreign Redis type under the key (counted by the lookup):
-/// there is nothing to lease against, so run the body and overwrite it, as
-/// plain cache-aside would.
-async fn overwrite<S, R, F>(
+/// Plain cache-aside: run the body and `SET` its result. With leases off,
+/// and over garbage or a foreign Redis type under the key (counted by the
+/// lookup), where there is nothing to lease against.
+async fn plain<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
     key: &str,
