@@ -315,7 +315,7 @@ async fn a_cancelled_leader_does_not_strand_its_followers() {
             spawn_in(cache, async move { row(&db, 1).await })
         };
         until_calls(&db, 1).await;
-        let mut followers = spawn_calls(20, &[&cache], &db, |db| async move { row(&db, 1).await });
+        let mut followers = spawn_calls(20, &[cache], &db, |db| async move { row(&db, 1).await });
         if let Some(remote) = remote {
             for _ in 0..5 {
                 let db = db.clone();
