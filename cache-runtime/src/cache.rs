@@ -281,8 +281,9 @@ impl Cache {
         }
     }
 
-    /// Decodes a stored value; garbage (or a lease record) is counted, logged
-    /// and `None`: a miss, overwritten by the next store.
+    /// Decodes a stored value (never a lease record: callers classify
+    /// first); garbage is counted, logged and `None`: a miss, overwritten by
+    /// the next store.
     pub(crate) fn decode<T: Cacheable>(&self, bytes: &[u8]) -> Option<T> {
         match codec::decode(bytes) {
             Ok(value) => Some(value),
@@ -359,14 +360,8 @@ impl Cache {
     /// Encodes and stores `value` under `key` for `ttl` (`None`: the default TTL).
     /// Failures are counted and logged, never returned.
     pub async fn set<T: Cacheable>(&self, key: &str, value: &T, ttl: Option<Duration>) {
-        let Some(bytes) = self.encode(value) else {
-            return;
-        };
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        match self.inner.store.set(key, Bytes::from(bytes), ttl).await {
-            Ok(()) => Counters::bump(&self.inner.counters.stores),
-            Err(e) => self.store_failed(&e),
-        }
+        self.set_encoded(key, value, ttl).await;
     }
 
     /// Removes exact keys and every key matching the glob patterns. A failure
