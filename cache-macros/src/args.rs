@@ -12,6 +12,8 @@ pub const OPTIONS: &[&str] = &[
     "id",
     "ttl",
     "skip",
+    "version",
+    "tags",
     "invalidate",
     "cache_none",
     "lease",
@@ -19,6 +21,7 @@ pub const OPTIONS: &[&str] = &[
     "early_refresh",
     "stale_while_revalidate",
     "stale_if_error",
+    "store",
     "crate",
 ];
 
@@ -55,6 +58,12 @@ pub enum InvalidateEntry {
     Typed(ExprCall),
     /// `"user:{user_id}:posts:*"`: a template of this function's parameters.
     Template(LitStr),
+    /// `tag("user:{user_id}")`: every entry labelled with this tag, a
+    /// template of this function's parameters. Recognised by its form: a
+    /// call of the bare identifier `tag` with one string literal. To
+    /// invalidate a cached function that is itself named `tag`, write a
+    /// path to it (`self::tag(x)`, `crate::tag(x)`): that stays typed.
+    Tag(LitStr),
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +80,12 @@ pub struct Args {
     pub early_refresh: Option<(Ident, EarlyRefresh)>,
     pub stale_while_revalidate: Option<(Ident, DurationArg)>,
     pub stale_if_error: Option<(Ident, DurationArg)>,
+    /// `tags = ["user:{user_id}", "posts"]`: labels of the own entry.
+    pub tags: Option<(Ident, Vec<LitStr>)>,
+    /// `version = 2`: checked (positive, fits a `u32`) in `validate`.
+    pub version: Option<(Ident, syn::LitInt)>,
+    /// `store = "flags"`: the name is checked in `validate`.
+    pub store: Option<(Ident, LitStr)>,
     pub krate: Option<syn::Path>,
 }
 
@@ -153,19 +168,72 @@ fn parse_skip_item(input: ParseStream) -> syn::Result<Ident> {
     })
 }
 
+pub const TAG_CALL_HELP: &str = "`tag(...)` invalidates every entry with a tag and takes one string literal, a template of this function's parameters: `tag(\"user:{user_id}\")`; to invalidate a cached function named `tag`, write its path: `self::tag(..)`";
+
+/// `tag(...)`: the bare identifier `tag` called, nothing more (a path such
+/// as `self::tag(..)` is a typed invalidation).
+fn is_tag_call(call: &ExprCall) -> bool {
+    matches!(&*call.func, Expr::Path(p) if p.qself.is_none() && p.path.is_ident("tag"))
+}
+
 fn parse_invalidate_item(input: ParseStream) -> syn::Result<InvalidateEntry> {
     if input.peek(LitStr) {
         return Ok(InvalidateEntry::Template(input.parse()?));
     }
     let expr: Expr = input.parse()?;
     match expr {
+        Expr::Call(call) if is_tag_call(&call) => {
+            let mut args = call.args.iter();
+            match (args.next(), args.next()) {
+                (
+                    Some(Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(lit),
+                        attrs,
+                    })),
+                    None,
+                ) if attrs.is_empty() => Ok(InvalidateEntry::Tag(lit.clone())),
+                (None, _) => Err(syn::Error::new(call.paren_token.span.join(), TAG_CALL_HELP)),
+                _ => Err(syn::Error::new_spanned(&call.args, TAG_CALL_HELP)),
+            }
+        }
         Expr::Call(call) if matches!(*call.func, Expr::Path(_)) => Ok(InvalidateEntry::Typed(call)),
         other => Err(syn::Error::new(
             other.span(),
-            "expected a cached function call such as `get_user(user_id)` or a key template string such as \"user:{user_id}:posts:*\"",
+            "expected a cached function call such as `get_user(user_id)`, a key template string such as \"user:{user_id}:posts:*\" or a tag such as `tag(\"user:{user_id}\")`",
         )),
     }
 }
+
+fn parse_version(input: ParseStream) -> syn::Result<syn::LitInt> {
+    // As for `early_refresh`: blame all of `-1`, not the `-` alone.
+    if input.peek(Token![-]) {
+        let minus: Token![-] = input.parse()?;
+        let rest: Option<proc_macro2::TokenTree> = if input.peek(syn::Lit) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        return Err(syn::Error::new_spanned(
+            quote::quote!(#minus #rest),
+            VERSION_HELP,
+        ));
+    }
+    input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), VERSION_HELP))
+}
+
+fn parse_tag_item(input: ParseStream) -> syn::Result<LitStr> {
+    input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), TAGS_HELP))
+}
+
+pub const TAGS_HELP: &str =
+    "`tags` takes template strings: `tags = [\"user:{user_id}\", \"posts\"]`";
+
+pub const VERSION_HELP: &str =
+    "`version` takes a positive integer (a `u32`), appended to the key as `:v<N>`: `version = 2`";
 
 impl Args {
     pub fn parse(tokens: proc_macro2::TokenStream) -> syn::Result<Args> {
@@ -238,6 +306,33 @@ impl Args {
                         ));
                     }
                     set_once(&mut args.invalidate, &meta, (name, list))
+                }
+                "tags" => {
+                    let input = meta.value()?;
+                    if !input.peek(syn::token::Bracket) {
+                        return Err(input.error(TAGS_HELP));
+                    }
+                    let list = parse_list(input, parse_tag_item)?;
+                    if list.is_empty() {
+                        return Err(syn::Error::new(
+                            name.span(),
+                            "`tags` is empty: list the tags of this function's entries, or remove the option",
+                        ));
+                    }
+                    set_once(&mut args.tags, &meta, (name, list))
+                }
+                "version" => {
+                    let lit = parse_version(meta.value()?)?;
+                    set_once(&mut args.version, &meta, (name, lit))
+                }
+                "store" => {
+                    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`store` takes the name of a store as a string: `store = \"flags\"`",
+                        )
+                    })?;
+                    set_once(&mut args.store, &meta, (name, lit))
                 }
                 "cache_none" => {
                     let lit: LitBool = meta.value()?.parse()?;
@@ -358,5 +453,71 @@ mod tests {
             e.contains("lease, lease_ttl, early_refresh, stale_while_revalidate, stale_if_error"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn parses_tags_version_store_and_tag_invalidations() {
+        let a = Args::parse(quote!(
+            prefix = "user",
+            id = "user_id",
+            tags = ["user:{user_id}", "posts"],
+            version = 3,
+            store = "flags",
+            invalidate = [tag("user:{user_id}"), self::tag(user_id), get_user(user_id)]
+        ))
+        .unwrap();
+        let tags: Vec<String> = a.tags.unwrap().1.iter().map(LitStr::value).collect();
+        assert_eq!(tags, ["user:{user_id}", "posts"]);
+        assert_eq!(a.version.unwrap().1.base10_digits(), "3");
+        assert_eq!(a.store.unwrap().1.value(), "flags");
+        let entries = a.invalidate.unwrap().1;
+        assert!(matches!(&entries[0], InvalidateEntry::Tag(l) if l.value() == "user:{user_id}"));
+        // A path to a function named `tag` stays a typed invalidation.
+        assert!(matches!(&entries[1], InvalidateEntry::Typed(_)));
+        assert!(matches!(&entries[2], InvalidateEntry::Typed(_)));
+    }
+
+    #[test]
+    fn rejects_malformed_tags_version_store() {
+        let err = |ts| Args::parse(ts).unwrap_err().to_string();
+        assert_eq!(err(quote!(tags = [user_id])), TAGS_HELP);
+        assert_eq!(err(quote!(tags = "user")), TAGS_HELP);
+        assert_eq!(
+            err(quote!(tags = [])),
+            "`tags` is empty: list the tags of this function's entries, or remove the option"
+        );
+        assert_eq!(err(quote!(version = "2")), VERSION_HELP);
+        assert_eq!(err(quote!(version = 1.5)), VERSION_HELP);
+        assert_eq!(err(quote!(version = -1)), VERSION_HELP);
+        assert_eq!(
+            err(quote!(store = flags)),
+            "`store` takes the name of a store as a string: `store = \"flags\"`"
+        );
+        for dup in [
+            quote!(tags = ["a"], tags = ["b"]),
+            quote!(version = 1, version = 2),
+            quote!(store = "a", store = "b"),
+        ] {
+            assert!(err(dup).contains("duplicate option"));
+        }
+        let e = err(quote!(stor = "flags"));
+        assert!(
+            e.contains("prefix, id, ttl, skip, version, tags, invalidate, cache_none")
+                && e.ends_with("stale_if_error, store, crate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tag_invalidation_takes_one_string_literal() {
+        let err = |ts| Args::parse(ts).unwrap_err().to_string();
+        for bad in [
+            quote!(invalidate = [tag(user_id)]),
+            quote!(invalidate = [tag("a", "b")]),
+            quote!(invalidate = [tag()]),
+            quote!(invalidate = [tag(concat!("a", "b"))]),
+        ] {
+            assert_eq!(err(bad), TAG_CALL_HELP);
+        }
     }
 }

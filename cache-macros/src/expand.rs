@@ -109,7 +109,14 @@ fn return_type_hint(sig: &Signature) -> TokenStream {
     }
 }
 
-/// The expression of one typed invalidation: the target's `key` companion.
+/// `Some("flags")` or `None`: a function's store, as the runtime takes it.
+fn store_expr(store: Option<&str>) -> TokenStream {
+    opt(store)
+}
+
+/// The arguments of one typed invalidation: the target's store and its
+/// `key` companion called with the user's arguments (`get_user::STORE,
+/// get_user::key(&a)`, or `Type::f_STORE, Type::f_key(&a)` for a method).
 fn typed_key(call: &syn::ExprCall) -> TokenStream {
     let Expr::Path(path) = &*call.func else {
         return quote_spanned!(call.span()=> ::core::compile_error!("expected a function path"));
@@ -124,20 +131,24 @@ fn typed_key(call: &syn::ExprCall) -> TokenStream {
     };
     let args = call.args.iter().map(|a| quote_spanned!(a.span()=> &(#a)));
     if is_assoc {
+        let mut store_path = path.clone();
+        if let Some(last) = store_path.segments.last_mut() {
+            last.ident = Ident::new(&format!("{}_STORE", last.ident), last.ident.span());
+        }
         if let Some(last) = path.segments.last_mut() {
             last.ident = format_ident!("{}_key", last.ident);
         }
-        quote_spanned!(call.span()=> #path(#(#args),*))
+        quote_spanned!(call.span()=> #store_path, #path(#(#args),*))
     } else {
-        quote_spanned!(call.span()=> #path::key(#(#args),*))
+        quote_spanned!(call.span()=> #path::STORE, #path::key(#(#args),*))
     }
 }
 
 fn invalidations(krate: &TokenStream, plan: &Plan) -> TokenStream {
     let calls = plan.invalidations.iter().map(|inv| match inv {
         Invalidation::Typed(call) => {
-            let key = typed_key(call);
-            quote!(.key(#key))
+            let store_and_key = typed_key(call);
+            quote!(.key(#store_and_key))
         }
         Invalidation::Exact(parts) => {
             let f = key_closure(krate, parts);
@@ -147,8 +158,48 @@ fn invalidations(krate: &TokenStream, plan: &Plan) -> TokenStream {
             let f = key_closure(krate, parts);
             quote!(.pattern(#f))
         }
+        Invalidation::Tag(parts) => {
+            let f = key_closure(krate, parts);
+            quote!(.tag(#f))
+        }
     });
-    quote!(#krate::__private::Invalidations::new() #(#calls)*)
+    let store = store_expr(plan.store.as_deref());
+    quote!(#krate::__private::Invalidations::new(#store) #(#calls)*)
+}
+
+/// `call(&__CACHE_SPEC, <key>)`, with `.tags(..)` when the function has tags.
+fn own_call(krate: &TokenStream, plan: &Plan) -> TokenStream {
+    let key = key_closure(krate, &plan.key);
+    let call = quote!(#krate::__private::call(&__CACHE_SPEC, #key));
+    if plan.tags.is_empty() {
+        return call;
+    }
+    let tags = plan.tags.iter().map(|parts| {
+        let f = key_closure(krate, parts);
+        quote!(__cache_t.tag(#f);)
+    });
+    quote! {
+        #call.tags(|__cache_t: &mut #krate::__private::TagWriter| { #(#tags)* })
+    }
+}
+
+/// Registers a named store for the start-up check that it is configured.
+/// Spanned at the call site: nothing here is the user's to fix.
+fn store_use(krate: &TokenStream, plan: &Plan, fn_name: &Ident) -> TokenStream {
+    let Some(store) = &plan.store else {
+        return TokenStream::new();
+    };
+    let function = fn_name.to_string();
+    let ts = quote! {
+        #krate::__private::inventory::submit! {
+            #krate::__private::StoreUse {
+                store: #store,
+                function: #function,
+                location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+            }
+        }
+    };
+    respan(ts, Span::call_site())
 }
 
 /// `T` -> `&T`; `&'a T` / `&mut T` -> `&T`; `String` -> `&str`: companions
@@ -240,12 +291,18 @@ fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
     let inv_doc = format!(
         "Removes the entry that [`{name}`] stores for these arguments (retried in the background if the store is unreachable)."
     );
-    let key_body =
-        quote!(#krate::__private::key(|__cache_k: &mut #krate::__private::KeyBuilder| { #writes }));
+    // The store is written out in each body rather than read from the
+    // `STORE` const: a parameter named `STORE` would shadow the const.
+    let store = store_expr(plan.store.as_deref());
+    let key_body = quote!(#krate::__private::key_in(#store, |__cache_k: &mut #krate::__private::KeyBuilder| { #writes }));
     if plan.is_method {
         let key_fn = format_ident!("{}_key", name);
         let inv_fn = format_ident!("{}_invalidate", name);
+        let store_const = format_ident!("{}_STORE", name);
         quote! {
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            #vis const #store_const: ::core::option::Option<&'static str> = #store;
             #[doc = #key_doc]
             #[allow(clippy::needless_borrow)]
             #vis fn #key_fn #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
@@ -253,7 +310,7 @@ fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
             }
             #[doc = #inv_doc]
             #vis async fn #inv_fn #generics (#(#arg_names: #arg_types),*) #where_clause {
-                #krate::__private::invalidate_key(Self::#key_fn(#(#arg_names),*)).await
+                #krate::__private::invalidate_key_in(#store, Self::#key_fn(#(#arg_names),*)).await
             }
         }
     } else {
@@ -264,6 +321,8 @@ fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
             #[allow(unused_imports, non_snake_case, clippy::module_name_repetitions)]
             #vis mod #name {
                 use super::*;
+                #[doc(hidden)]
+                pub const STORE: ::core::option::Option<&'static str> = #store;
                 #[doc = #key_doc]
                 #[allow(clippy::needless_borrow)]
                 pub fn key #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
@@ -271,7 +330,7 @@ fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
                 }
                 #[doc = #inv_doc]
                 pub async fn invalidate #generics (#(#arg_names: #arg_types),*) #where_clause {
-                    #krate::__private::invalidate_key(key(#(#arg_names),*)).await
+                    #krate::__private::invalidate_key_in(#store, key(#(#arg_names),*)).await
                 }
             }
         }
@@ -317,6 +376,8 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let early_refresh = opt(plan.early_refresh.map(f64_literal));
     let stale_while_revalidate = opt_duration(plan.swr_ms);
     let stale_if_error = opt_duration(plan.sie_ms);
+    let store = store_expr(plan.store.as_deref());
+    let store_use = store_use(krate, plan, &sig.ident);
     let shape = shape_path(krate, plan.shape);
     let hint = return_type_hint(sig);
     // The block's statements, not the block: `async move { { .. } }` would
@@ -348,31 +409,34 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             stale_while_revalidate: #stale_while_revalidate,
             stale_if_error: #stale_if_error,
             load_time: #krate::__private::LoadTime::new(),
+            store: #store,
         };
     };
     let new_body = match plan.mode {
         Mode::Read => {
-            let key = key_closure(krate, &plan.key);
+            let call = own_call(krate, plan);
             let read = spanned_call(
                 quote!(#krate::__private::read::<#shape, _, _>),
                 quote!(&__CACHE_SPEC, __cache_call, #body),
             );
             quote! {
+                #store_use
                 #spec
-                let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
+                let __cache_call = #call;
                 #read
             }
         }
         Mode::WriteThrough => {
-            let key = key_closure(krate, &plan.key);
+            let call = own_call(krate, plan);
             let inv = invalidations(krate, plan);
             let write = spanned_call(
                 quote!(#krate::__private::write_through::<#shape, _, _>),
                 quote!(&__CACHE_SPEC, __cache_call, __cache_invalidations, #body),
             );
             quote! {
+                #store_use
                 #spec
-                let __cache_call = #krate::__private::call(&__CACHE_SPEC, #key);
+                let __cache_call = #call;
                 let __cache_invalidations = #inv;
                 #write
             }
@@ -380,6 +444,7 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
         Mode::Write => {
             let inv = invalidations(krate, plan);
             quote! {
+                #store_use
                 let __cache_invalidations = #inv;
                 #krate::__private::write::<#shape, _, _>(__cache_invalidations, #body).await
             }
@@ -447,5 +512,173 @@ mod tests {
         ] {
             assert!(out.contains(expected), "{expected} not in {out}");
         }
+    }
+
+    /// The expansion of `#[cached(#args)] #f`, without spaces.
+    fn expanded(args: TokenStream, f: TokenStream) -> String {
+        let krate = quote!(::cache_runtime);
+        let f: syn::ItemFn = syn::parse2(f).unwrap();
+        let args = crate::args::Args::parse(args).unwrap();
+        let plan = crate::validate::validate(&args, &f.sig).unwrap();
+        let item = Item {
+            attrs: &f.attrs,
+            vis: &f.vis,
+            sig: &f.sig,
+            block: &f.block,
+        };
+        expand(&krate, item, &plan).to_string().replace(' ', "")
+    }
+
+    fn assert_contains(out: &str, expected: &[&str]) {
+        for e in expected {
+            assert!(out.contains(e), "{e} not in {out}");
+        }
+    }
+
+    const KB: &str = "|__cache_k:&mut::cache_runtime::__private::KeyBuilder|";
+
+    #[test]
+    fn tags_version_and_store_on_a_read_function() {
+        let out = expanded(
+            quote!(
+                prefix = "user",
+                id = "id",
+                tags = ["user:{id}", "users"],
+                version = 2,
+                store = "flags"
+            ),
+            quote!(
+                async fn get_user(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        let key = format!(
+            "{KB}{{__cache_k.lit(\"user\");__cache_k.lit(\":\");__cache_k.arg(&id);__cache_k.lit(\":v2\");}}"
+        );
+        let store = "::core::option::Option::Some(\"flags\")";
+        assert_contains(
+            &out,
+            &[
+                &format!(
+                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{key}).tags(|__cache_t:&mut::cache_runtime::__private::TagWriter|{{__cache_t.tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}});__cache_t.tag({KB}{{__cache_k.lit(\"users\");}});}});"
+                ),
+                &format!("store:{store},"),
+                &format!("pubconstSTORE:::core::option::Option<&'staticstr>={store};"),
+                &format!("::cache_runtime::__private::key_in({store},{key})"),
+                &format!("::cache_runtime::__private::invalidate_key_in({store},key(id)).await"),
+                "::cache_runtime::__private::inventory::submit!{::cache_runtime::__private::StoreUse{store:\"flags\",function:\"get_user\",location:::core::concat!(::core::file!(),\":\",::core::line!()),}}static__CACHE_SPEC",
+            ],
+        );
+    }
+
+    #[test]
+    fn without_the_new_options_the_call_is_unchanged() {
+        let out = expanded(
+            quote!(prefix = "user", id = "id"),
+            quote!(
+                async fn get_user(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert_contains(
+            &out,
+            &[
+                &format!(
+                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{KB}{{__cache_k.lit(\"user\");__cache_k.lit(\":\");__cache_k.arg(&id);}});"
+                ),
+                "store:::core::option::Option::None,",
+                "pubconstSTORE:::core::option::Option<&'staticstr>=::core::option::Option::None;",
+                "key_in(::core::option::Option::None,",
+                "invalidate_key_in(::core::option::Option::None,key(id))",
+            ],
+        );
+        assert!(!out.contains(".tags("), "{out}");
+        assert!(!out.contains("inventory"), "{out}");
+    }
+
+    #[test]
+    fn invalidations_carry_stores_and_tags() {
+        let out = expanded(
+            quote!(
+                store = "users",
+                invalidate = [
+                    get_user(id),
+                    Repo::find(id),
+                    self::tag(id),
+                    tag("user:{id}"),
+                    "user:{id}:*"
+                ]
+            ),
+            quote!(
+                async fn update(id: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_contains(
+            &out,
+            &[
+                "{::cache_runtime::__private::inventory::submit!{::cache_runtime::__private::StoreUse{store:\"users\",function:\"update\",",
+                "}}let__cache_invalidations=::cache_runtime::__private::Invalidations::new(::core::option::Option::Some(\"users\"))",
+                ".key(get_user::STORE,get_user::key(&(id)))",
+                ".key(Repo::find_STORE,Repo::find_key(&(id)))",
+                ".key(self::tag::STORE,self::tag::key(&(id)))",
+                &format!(".tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}})"),
+                &format!(
+                    ".pattern({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);__cache_k.lit(\":*\");}})"
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn methods_expose_their_store() {
+        let out = expanded(
+            quote!(
+                prefix = "post",
+                id = "id",
+                store = "posts",
+                tags = ["post:{id}"]
+            ),
+            quote!(
+                pub async fn post(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        let store = "::core::option::Option::Some(\"posts\")";
+        assert_contains(
+            &out,
+            &[
+                &format!(
+                    "#[doc(hidden)]#[allow(non_upper_case_globals)]pubconstpost_STORE:::core::option::Option<&'staticstr>={store};"
+                ),
+                &format!("invalidate_key_in({store},Self::post_key(id)).await"),
+                ".tags(|__cache_t:",
+            ],
+        );
+        // Write-through: tags on its own call, and its store for the invalidations.
+        let out = expanded(
+            quote!(
+                prefix = "u",
+                id = "id",
+                tags = ["t"],
+                invalidate = [tag("t")]
+            ),
+            quote!(
+                async fn save(id: u64) -> Result<u64, E> {
+                    Ok(id)
+                }
+            ),
+        );
+        assert_contains(
+            &out,
+            &[
+                ".tags(|__cache_t:",
+                "Invalidations::new(::core::option::Option::None).tag(",
+            ],
+        );
     }
 }

@@ -6,9 +6,11 @@ use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
+use syn::{FnArg, Ident, LitStr, Pat, ReturnType, Signature, Type};
 
-use crate::args::{Args, DurationArg, EARLY_REFRESH_HELP, EarlyRefresh, InvalidateEntry};
+use crate::args::{
+    Args, DurationArg, EARLY_REFRESH_HELP, EarlyRefresh, InvalidateEntry, VERSION_HELP,
+};
 use crate::template::{self, Placeholder, Segment, Template};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +51,12 @@ pub enum Invalidation {
     Typed(syn::ExprCall),
     Exact(Vec<KeyPart>),
     Pattern(Vec<KeyPart>),
+    /// `tag("user:{user_id}")`: every entry labelled with this tag.
+    Tag(Vec<KeyPart>),
 }
+
+/// At most this many `tags` per function.
+pub const MAX_TAGS: usize = 255;
 
 #[derive(Debug)]
 pub struct Plan {
@@ -57,8 +64,13 @@ pub struct Plan {
     pub shape: Shape,
     /// The type whose `Cacheable` impl the runtime needs (not for `Write`).
     pub stored_ty: Option<Type>,
-    /// The own key, as written into a `KeyBuilder` after the namespace.
+    /// The own key, as written into a `KeyBuilder` after the namespace,
+    /// `:v<N>` of `version` included.
     pub key: Vec<KeyPart>,
+    /// `tags`: each tag as written into a `KeyBuilder`; only parameters of the own key.
+    pub tags: Vec<Vec<KeyPart>>,
+    /// `store = "name"`; `None`: the default store.
+    pub store: Option<String>,
     /// Parameters the own key reads, in signature order: the companions' arguments.
     pub key_params: Vec<(Ident, Type)>,
     pub ttl_ms: Option<u64>,
@@ -409,6 +421,21 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         if let Some((name, _)) = &args.cache_none {
             errors.push(name.span(), format!("`cache_none` has no effect: {hint}"));
         }
+        if let Some((name, _)) = &args.version {
+            errors.push(name.span(), format!("`version` has no effect: {hint}"));
+        }
+        if let Some((name, tags)) = &args.tags {
+            let example = tags
+                .first()
+                .map(LitStr::value)
+                .unwrap_or_else(|| "user:{user_id}".to_owned());
+            errors.push(
+                name.span(),
+                format!(
+                    "`tags` has no effect: a write function stores nothing to label; to invalidate the entries that carry a tag, write `invalidate = [tag({example:?})]`"
+                ),
+            );
+        }
     }
 
     let ttl_ms = duration_ms(&args.ttl, &TTL, &mut errors);
@@ -599,6 +626,92 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         }
     }
 
+    // `version`: the last segment of the own key, so the companions and
+    // every typed invalidation pick it up.
+    if let (Some((_, lit)), true) = (&args.version, mode != Mode::Write) {
+        match check_version(lit) {
+            Ok(v) => key.push(KeyPart::Text(format!(":v{v}"))),
+            Err(e) => errors.push_err(e),
+        }
+    }
+
+    // `tags` of the own entry.
+    let mut tags = Vec::new();
+    if let (Some((name, lits)), true) = (&args.tags, mode != Mode::Write) {
+        if lits.len() > MAX_TAGS {
+            errors.push(
+                name.span(),
+                format!(
+                    "`tags` lists {} tags; a function can have at most {MAX_TAGS}",
+                    lits.len()
+                ),
+            );
+        }
+        let key_names: Vec<String> = params
+            .iter()
+            .filter(|p| used.iter().any(|(r, _)| plain_name(&p.name) == *r))
+            .map(|p| plain_name(&p.name))
+            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        for lit in lits {
+            let text = lit.value();
+            if text.trim().is_empty() {
+                errors.push(
+                    lit.span(),
+                    "a tag can not be empty: name what the entry belongs to, e.g. `tags = [\"user:{user_id}\"]`",
+                );
+                continue;
+            }
+            if seen.contains(&text) {
+                errors.push(
+                    lit.span(),
+                    format!("tag {text:?} is listed twice in `tags`; remove one"),
+                );
+                continue;
+            }
+            seen.push(text);
+            let t = match template::parse(lit) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push_err(e);
+                    continue;
+                }
+            };
+            if t.is_pattern() {
+                errors.push(
+                    lit.span(),
+                    "a tag is an exact label; it can not contain `*`, `?` or `[` (pattern characters): entries are invalidated by their exact tag, with `invalidate = [tag(\"...\")]`",
+                );
+            }
+            let mut tag_used = Vec::new();
+            let parts = template_parts(&t, &params, fn_name, &mut errors, &mut tag_used);
+            for (root, span) in &tag_used {
+                // A parameter in neither the key nor `skip` is reported
+                // already ("not part of the cache key").
+                if let Some(s) = skipped.iter().find(|s| plain_name(s) == *root) {
+                    let key_list = if key_names.is_empty() {
+                        "it has none".to_owned()
+                    } else {
+                        key_names.join(", ")
+                    };
+                    errors.push(
+                        *span,
+                        format!(
+                            "`{s}` is listed in `skip`, so it is not part of the key; a tag can only use the key's parameters ({key_list}): one entry is shared by calls that differ only in skipped parameters, so its tags can not depend on them"
+                        ),
+                    );
+                }
+            }
+            tags.push(parts);
+        }
+    }
+
+    // `store`.
+    let store = args
+        .store
+        .as_ref()
+        .and_then(|(_, lit)| check_store_name(lit).map_err(|e| errors.push_err(e)).ok());
+
     // Invalidations.
     let mut invalidations = Vec::new();
     if let Some((_, entries)) = &args.invalidate {
@@ -616,6 +729,25 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
                         } else {
                             Invalidation::Exact(parts)
                         });
+                    }
+                    Err(e) => errors.push_err(e),
+                },
+                InvalidateEntry::Tag(lit) => match template::parse(lit) {
+                    Ok(t) => {
+                        if lit.value().trim().is_empty() {
+                            errors.push(
+                                lit.span(),
+                                "`tag(\"\")` names no tag: write the tag to invalidate, e.g. `tag(\"user:{user_id}\")`",
+                            );
+                        } else if t.is_pattern() {
+                            errors.push(
+                                lit.span(),
+                                "tags are invalidated exactly; `*`, `?` and `[` are not allowed in `tag(...)` (to invalidate keys by pattern, write the template without `tag`: `invalidate = [\"user:{user_id}:*\"]`)",
+                            );
+                        }
+                        let mut ignored = Vec::new();
+                        let parts = template_parts(&t, &params, fn_name, &mut errors, &mut ignored);
+                        invalidations.push(Invalidation::Tag(parts));
                     }
                     Err(e) => errors.push_err(e),
                 },
@@ -641,6 +773,8 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         stored_ty,
         key: if has_key { key } else { Vec::new() },
         key_params,
+        tags,
+        store,
         ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
         lease,
@@ -651,6 +785,38 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         invalidations,
         is_method: receiver.is_some() || mentions_self_type(sig),
     })
+}
+
+/// `version = N`: a positive `u32`.
+pub fn check_version(lit: &syn::LitInt) -> syn::Result<u32> {
+    match lit.base10_parse::<u32>() {
+        Ok(0) => Err(syn::Error::new(
+            lit.span(),
+            "`version = 0` is not a version: versions start at 1 (`version = 1` appends `:v1` to the key); bump it when the stored type changes",
+        )),
+        Ok(v) if lit.suffix().is_empty() => Ok(v),
+        _ => Err(syn::Error::new(lit.span(), VERSION_HELP)),
+    }
+}
+
+/// `store = "name"`: `^[a-z][a-z0-9_]{0,31}$`, because the name becomes
+/// part of an environment variable and of metric labels.
+pub fn check_store_name(lit: &LitStr) -> syn::Result<String> {
+    let name = lit.value();
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 32;
+    if valid {
+        Ok(name)
+    } else {
+        Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "{name:?} is not a store name: use 1 to 32 characters, lowercase ASCII letters, digits and `_`, starting with a letter (e.g. `store = \"flags\"`); the store's URL is read from the environment variable `CACHE_STORE_<NAME>_URL` (`CACHE_STORE_FLAGS_URL` for `flags`)"
+            ),
+        ))
+    }
 }
 
 /// An associated function without a receiver can still be recognised when
@@ -921,5 +1087,256 @@ mod tests {
             !msgs.iter().any(|m| m.contains("no effect with")),
             "{msgs:?}"
         );
+    }
+
+    fn texts(parts: &[KeyPart]) -> String {
+        parts
+            .iter()
+            .map(|p| match p {
+                KeyPart::Text(t) => t.clone(),
+                KeyPart::Value(v) => format!("{{{}}}", v.root),
+            })
+            .collect()
+    }
+
+    fn one_error(args: proc_macro2::TokenStream, f: proc_macro2::TokenStream) -> String {
+        let msgs = messages(plan(args, f).unwrap_err());
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        msgs.into_iter().next().unwrap()
+    }
+
+    fn posts_fn() -> proc_macro2::TokenStream {
+        quote!(
+            async fn f(db: &Db, user_id: u64, page: u32) -> Result<Vec<u64>, E> {
+                todo!()
+            }
+        )
+    }
+
+    #[test]
+    fn tags_use_the_key_parameters() {
+        let p = plan(
+            quote!(
+                prefix = "posts:{user_id}:{page}",
+                skip = [db],
+                tags = ["user:{user_id}", "posts", "{{all}}"]
+            ),
+            posts_fn(),
+        )
+        .unwrap();
+        let tags: Vec<String> = p.tags.iter().map(|t| texts(t)).collect();
+        assert_eq!(tags, ["user:{user_id}", "posts", "{all}"]);
+        // Field paths on a key parameter, and a bare key's parameters.
+        let p = plan(
+            quote!(tags = ["user:{user.id}", "{page}"]),
+            quote!(
+                async fn f(user: &User, page: u32) -> u64 {
+                    1
+                }
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.tags.len(), 2);
+    }
+
+    #[test]
+    fn tag_placeholders_must_be_key_parameters() {
+        let e = one_error(
+            quote!(
+                prefix = "posts:{user_id}:{page}",
+                skip = [db],
+                tags = ["db:{db}"]
+            ),
+            posts_fn(),
+        );
+        assert_eq!(
+            e,
+            "`db` is listed in `skip`, so it is not part of the key; a tag can only use the key's parameters (user_id, page): one entry is shared by calls that differ only in skipped parameters, so its tags can not depend on them"
+        );
+        let e = one_error(
+            quote!(
+                prefix = "posts:{user_id}:{page}",
+                skip = [db],
+                tags = ["user:{uid}"]
+            ),
+            posts_fn(),
+        );
+        assert_eq!(
+            e,
+            "`uid` is not a parameter of `f` (parameters: db, user_id, page); every placeholder must name a parameter or a field path on one"
+        );
+        let e = one_error(
+            quote!(
+                prefix = "posts:{user_id}:{page}",
+                skip = [db],
+                tags = ["{self.id}"]
+            ),
+            posts_fn(),
+        );
+        assert!(e.starts_with("`self` is never part of a key"), "{e}");
+    }
+
+    #[test]
+    fn malformed_tags() {
+        let read = |tags| {
+            plan(
+                quote!(prefix = "posts:{user_id}:{page}", skip = [db], tags = #tags),
+                posts_fn(),
+            )
+        };
+        let e = messages(read(quote!(["user:*", "", "a", "a", " "])).unwrap_err());
+        assert_eq!(
+            e,
+            [
+                "a tag is an exact label; it can not contain `*`, `?` or `[` (pattern characters): entries are invalidated by their exact tag, with `invalidate = [tag(\"...\")]`",
+                "a tag can not be empty: name what the entry belongs to, e.g. `tags = [\"user:{user_id}\"]`",
+                "tag \"a\" is listed twice in `tags`; remove one",
+                "a tag can not be empty: name what the entry belongs to, e.g. `tags = [\"user:{user_id}\"]`",
+            ]
+        );
+        assert!(read(quote!(["p?", "[x]"])).is_err());
+        let e = read(quote!(["user:{user_id"])).unwrap_err().to_string();
+        assert!(e.starts_with("unclosed `{`"), "{e}");
+
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+        let e = read(quote!([#(#many),*])).unwrap_err().to_string();
+        assert_eq!(e, "`tags` lists 256 tags; a function can have at most 255");
+        let many = &many[..MAX_TAGS];
+        assert_eq!(read(quote!([#(#many),*])).unwrap().tags.len(), 255);
+    }
+
+    #[test]
+    fn tags_on_a_write_function() {
+        let e = one_error(
+            quote!(invalidate = ["user:{id}"], tags = ["user:{id}"]),
+            quote!(
+                async fn f(id: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(
+            e,
+            "`tags` has no effect: a write function stores nothing to label; to invalidate the entries that carry a tag, write `invalidate = [tag(\"user:{id}\")]`"
+        );
+        // Write-through: its own entry is labelled.
+        let p = plan(
+            quote!(
+                prefix = "u",
+                id = "id",
+                tags = ["user:{id}"],
+                invalidate = ["x"]
+            ),
+            quote!(
+                async fn f(id: u64) -> Result<u64, E> {
+                    Ok(id)
+                }
+            ),
+        )
+        .unwrap();
+        assert_eq!((p.mode, p.tags.len()), (Mode::WriteThrough, 1));
+    }
+
+    #[test]
+    fn version_ends_the_own_key() {
+        let p = read_plan(quote!(version = 2)).unwrap();
+        assert_eq!(texts(&p.key), "p:{id}:v2");
+        let p = plan(
+            quote!(version = 7),
+            quote!(
+                async fn f(a: u8, b: u8) -> u8 {
+                    a + b
+                }
+            ),
+        )
+        .unwrap();
+        assert_eq!(texts(&p.key), "f:{a}:{b}:v7");
+
+        assert_eq!(
+            read_plan(quote!(version = 0)).unwrap_err().to_string(),
+            "`version = 0` is not a version: versions start at 1 (`version = 1` appends `:v1` to the key); bump it when the stored type changes"
+        );
+        for bad in [quote!(version = 4294967296), quote!(version = 2u8)] {
+            assert_eq!(read_plan(bad).unwrap_err().to_string(), VERSION_HELP);
+        }
+        let e = one_error(
+            quote!(invalidate = ["user:{id}"], version = 2),
+            quote!(
+                async fn f(id: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(
+            e,
+            "`version` has no effect: this function has no key of its own (it only invalidates); add `prefix` to also store its result (write-through), or remove the option"
+        );
+    }
+
+    #[test]
+    fn store_names() {
+        let write = |store: &str| {
+            plan(
+                quote!(invalidate = ["user:{id}"], store = #store),
+                quote!(
+                    async fn f(id: u64) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            )
+        };
+        for good in ["flags", "a", "s3_cache_2", &"a".repeat(32)] {
+            assert_eq!(write(good).unwrap().store.as_deref(), Some(good));
+            assert_eq!(
+                read_plan(quote!(store = #good)).unwrap().store.as_deref(),
+                Some(good)
+            );
+        }
+        assert_eq!(read_plan(quote!()).unwrap().store, None);
+        for bad in ["", "Flags", "1x", "_x", "a-b", "a b", "é", &"a".repeat(33)] {
+            let e = write(bad).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{bad:?} is not a store name: use 1 to 32 characters, lowercase ASCII letters, digits and `_`, starting with a letter (e.g. `store = \"flags\"`); the store's URL is read from the environment variable `CACHE_STORE_<NAME>_URL` (`CACHE_STORE_FLAGS_URL` for `flags`)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn tag_invalidations() {
+        let f = quote!(
+            async fn f(db: &Db, user_id: u64) -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let p = plan(
+            quote!(invalidate = [tag("user:{user_id}"), "user:{user_id}:*", tag("all")]),
+            f.clone(),
+        )
+        .unwrap();
+        let tags: Vec<String> = p
+            .invalidations
+            .iter()
+            .filter_map(|i| match i {
+                Invalidation::Tag(parts) => Some(texts(parts)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tags, ["user:{user_id}", "all"]);
+
+        let e = one_error(quote!(invalidate = [tag("user:*")]), f.clone());
+        assert_eq!(
+            e,
+            "tags are invalidated exactly; `*`, `?` and `[` are not allowed in `tag(...)` (to invalidate keys by pattern, write the template without `tag`: `invalidate = [\"user:{user_id}:*\"]`)"
+        );
+        let e = one_error(quote!(invalidate = [tag("")]), f.clone());
+        assert_eq!(
+            e,
+            "`tag(\"\")` names no tag: write the tag to invalidate, e.g. `tag(\"user:{user_id}\")`"
+        );
+        let e = one_error(quote!(invalidate = [tag("user:{id}")]), f);
+        assert!(e.starts_with("`id` is not a parameter of `f`"), "{e}");
     }
 }

@@ -1,17 +1,19 @@
 //! The cache handle: one global instance (`install`) or one per task (`Cache::scope`).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{self, Cacheable};
-use crate::config::{CacheBuilder, ConfigError, StoreConfig, redact_url};
-use crate::key::KeyBuilder;
+use crate::codec::{Cacheable, CodecError, Format};
+use crate::config::{CacheBuilder, ConfigError, NamedStore, StoreConfig, redact_url};
+use crate::key::{KeyBuilder, KeyKind};
 use crate::policy::lease::{Content, classify};
 use crate::policy::retry::RetryQueue;
 use crate::policy::single_flight::Flights;
+use crate::policy::tags::ReusedVersions;
 use crate::policy::{BreakerState, Policy};
 use crate::stats::{Counters, LogLimiter, Stats};
 use crate::store::{
@@ -54,6 +56,11 @@ pub(crate) struct Inner {
     pub retry: RetryQueue,
     pub policy: Policy,
     pub flights: Arc<Flights>,
+    pub format: Format,
+    pub enforce_tenants: bool,
+    pub reused_versions: Option<ReusedVersions>,
+    /// Named stores (`#[cached(store = "flags")]`), each a cache of its own.
+    pub stores: BTreeMap<String, Cache>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -62,6 +69,7 @@ impl std::fmt::Debug for Cache {
             .field("namespace", &self.inner.namespace)
             .field("store", &self.inner.store)
             .field("default_ttl", &self.inner.default_ttl)
+            .field("stores", &self.inner.stores)
             .finish()
     }
 }
@@ -78,6 +86,20 @@ pub(crate) enum Lookup<T> {
 
 tokio::task_local! {
     static SCOPED: Cache;
+    static TENANT: Option<Arc<str>>;
+    static WARMING: ();
+}
+
+/// The tenant set for the current task by [`Cache::with_tenant`].
+#[inline]
+pub(crate) fn current_tenant() -> Option<Arc<str>> {
+    TENANT.try_with(Option::clone).ok().flatten()
+}
+
+/// Whether the current task runs inside [`Cache::warm`].
+#[inline]
+pub(crate) fn warming() -> bool {
+    WARMING.try_with(|_| ()).is_ok()
 }
 
 /// The error of [`try_install`]: a cache was installed already.
@@ -126,6 +148,38 @@ pub(crate) fn current() -> Option<Current> {
     GLOBAL.get().map(Current::Global)
 }
 
+/// Why no cache is in effect for a call.
+pub(crate) enum Unresolved {
+    NotInstalled,
+    /// A named store the cache in effect does not have. `build` rejects
+    /// this for every `#[cached(store = ..)]` in the program, so only a
+    /// hand-written name can get here.
+    UnknownStore,
+}
+
+/// The cache in effect for `store` (`None`: the default store).
+#[inline]
+pub(crate) fn current_in(store: Option<&str>) -> Result<Current, Unresolved> {
+    let cache = current().ok_or(Unresolved::NotInstalled)?;
+    let Some(name) = store else {
+        return Ok(cache);
+    };
+    match cache {
+        Current::Global(global) => global
+            .inner
+            .stores
+            .get(name)
+            .map(Current::Global)
+            .ok_or(Unresolved::UnknownStore),
+        Current::Scoped(scoped) => scoped
+            .inner
+            .stores
+            .get(name)
+            .map(|c| Current::Scoped(c.clone()))
+            .ok_or(Unresolved::UnknownStore),
+    }
+}
+
 impl Cache {
     /// A builder with defaults: in-memory store, namespace `cache`, TTL 1 h.
     pub fn builder() -> CacheBuilder {
@@ -145,7 +199,17 @@ impl Cache {
         CacheBuilder::from_env()?.build().await
     }
 
-    pub(crate) async fn from_builder(b: CacheBuilder) -> Result<Cache, ConfigError> {
+    pub(crate) async fn from_builder(mut b: CacheBuilder) -> Result<Cache, ConfigError> {
+        let mut stores = BTreeMap::new();
+        for (name, named) in std::mem::take(&mut b.stores) {
+            // `build` resolved every named store to a full builder.
+            let NamedStore::Builder(sub) = named else {
+                continue;
+            };
+            // Boxed: an async fn can not recurse into itself unboxed.
+            let cache = Box::pin(Cache::from_builder(*sub)).await?;
+            stores.insert(name, cache);
+        }
         let counters = Arc::new(Counters::default());
         let store = match &b.store {
             StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
@@ -189,6 +253,10 @@ impl Cache {
                 retry,
                 policy: b.policy,
                 flights: Arc::default(),
+                format: b.format,
+                enforce_tenants: b.enforce_tenants,
+                reused_versions: ReusedVersions::new(b.tag_version_reuse),
+                stores,
             }),
         })
     }
@@ -204,6 +272,80 @@ impl Cache {
     /// The cache in effect for the current task, if any.
     pub fn current() -> Option<Cache> {
         current().map(|c| Cache::clone(&c))
+    }
+
+    /// Runs `fut` on behalf of `tenant`: every `#[cached]` call, key
+    /// companion and invalidation in it (on this task) uses the tenant's own
+    /// keyspace, `<namespace>@<tenant>:...`, so no tenant can read, store or
+    /// invalidate another's entries. An empty `tenant` means none. Nests; the
+    /// innermost wins. With [`CacheBuilder::enforce_tenants`], calls made
+    /// outside any tenant bypass the cache.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::{Cache, cached};
+    ///
+    /// #[cached(prefix = "plan", ttl = 60)]
+    /// async fn plan() -> String { "pro".to_owned() }
+    ///
+    /// let cache = Cache::builder().namespace("app").enforce_tenants(true).build().await?;
+    /// Cache::scope(cache.clone(), async {
+    ///     let key = Cache::with_tenant("org-7", async { plan::key() }).await;
+    ///     assert_eq!(key, "app@org-7:plan");
+    ///     Cache::with_tenant("org-7", plan()).await; // cached for org-7 only
+    ///     plan().await; // no tenant: runs the body, touches no key
+    /// }).await;
+    /// assert_eq!(cache.stats().tenant_bypasses, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_tenant<F: Future>(
+        tenant: impl AsRef<str>,
+        fut: F,
+    ) -> impl Future<Output = F::Output> {
+        let tenant = tenant.as_ref();
+        let tenant = (!tenant.is_empty()).then(|| Arc::<str>::from(tenant));
+        TENANT.scope(tenant, fut)
+    }
+
+    /// The tenant of the current task (set by [`with_tenant`](Self::with_tenant)).
+    pub fn tenant() -> Option<Arc<str>> {
+        current_tenant()
+    }
+
+    /// Runs `fut` as cache warming: every `#[cached]` read function it calls
+    /// runs its body and stores the result, whether or not an entry is
+    /// there, through the same keys, tags, codec and leases as a normal
+    /// miss. Use it at start-up, or on a schedule, for entries that must
+    /// never be cold. (To fill only what is missing, call the functions
+    /// without it: a miss stores.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::{Cache, cached};
+    ///
+    /// #[cached(prefix = "price", id = "sku", ttl = 600)]
+    /// async fn price(sku: u32) -> u64 { u64::from(sku) * 100 }
+    ///
+    /// let cache = Cache::builder().build().await?;
+    /// Cache::scope(cache.clone(), async {
+    ///     Cache::warm(async {
+    ///         for sku in [1, 2, 3] {
+    ///             price(sku).await;
+    ///         }
+    ///     }).await;
+    ///     price(2).await; // a hit
+    /// }).await;
+    /// assert_eq!((cache.stats().warmed, cache.stats().hits), (3, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn warm<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+        WARMING.scope((), fut)
+    }
+
+    /// The named store `name` (`#[cached(store = "name")]`), configured with
+    /// [`CacheBuilder::store`] or `CACHE_STORE_<NAME>_URL`.
+    pub fn store(&self, name: &str) -> Option<&Cache> {
+        self.inner.stores.get(name)
     }
 
     /// The first key segment.
@@ -231,12 +373,56 @@ impl Cache {
         self.inner.counters.snapshot()
     }
 
-    /// Builds a key in this cache's namespace (what the generated `key`
-    /// companions call).
+    /// Builds a key in this cache's namespace and the current task's
+    /// tenant (what the generated `key` companions call).
     pub fn build_key(&self, write: impl FnOnce(&mut KeyBuilder)) -> String {
-        let mut k = KeyBuilder::new(&self.inner.namespace, self.inner.max_key_part_len);
+        self.key_for(current_tenant().as_deref(), KeyKind::Entry, write)
+    }
+
+    pub(crate) fn key_for(
+        &self,
+        tenant: Option<&str>,
+        kind: KeyKind,
+        write: impl FnOnce(&mut KeyBuilder),
+    ) -> String {
+        let mut k = KeyBuilder::new(
+            &self.inner.namespace,
+            tenant,
+            kind,
+            self.inner.max_key_part_len,
+        );
         write(&mut k);
         k.finish()
+    }
+
+    /// Invalidates every entry labelled `tag` (`#[cached(tags = [..])]`) in
+    /// the current task's tenant: one deletion, however many entries carry
+    /// the tag. `tag` is the tag as the attribute writes it, with each
+    /// interpolated value escaped by [`key::escape`](crate::key::escape):
+    /// `format!("user:{}", key::escape(&id))`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::{Cache, cached};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    ///
+    /// #[cached(prefix = "post", id = "id", tags = ["posts"])]
+    /// async fn post(id: u32) -> u32 { RUNS.fetch_add(1, Ordering::Relaxed); id }
+    ///
+    /// let cache = Cache::builder().build().await?;
+    /// Cache::scope(cache.clone(), async {
+    ///     post(1).await;
+    ///     post(2).await;
+    ///     cache.invalidate_tag("posts").await;
+    ///     post(1).await; // a miss again
+    /// }).await;
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> bool {
+        let key = self.key_for(current_tenant().as_deref(), KeyKind::Tag, |k| k.lit(tag));
+        self.invalidate(vec![key], Vec::new()).await
     }
 
     /// Reads and decodes the value under `key`; `None` on a miss and on any
@@ -285,14 +471,21 @@ impl Cache {
     /// first); garbage is counted, logged and `None`: a miss, overwritten by
     /// the next store.
     pub(crate) fn decode<T: Cacheable>(&self, bytes: &[u8]) -> Option<T> {
-        match codec::decode(bytes) {
+        match crate::codec::split(bytes).and_then(|stored| stored.decode()) {
             Ok(value) => Some(value),
             Err(e) => {
-                Counters::bump(&self.inner.counters.decode_errors);
-                self.degraded("a stored value does not decode into the return type; treated as a miss and overwritten", &e);
+                self.decode_failed(&e);
                 None
             }
         }
+    }
+
+    pub(crate) fn decode_failed(&self, e: &CodecError) {
+        Counters::bump(&self.inner.counters.decode_errors);
+        self.degraded(
+            "a stored value does not decode into the return type; treated as a miss and overwritten",
+            e,
+        );
     }
 
     /// A failed read: a foreign Redis type is a miss (overwritten), an
@@ -321,9 +514,10 @@ impl Cache {
         }
     }
 
-    /// Encodes a value; a `Serialize` failure is counted, logged and `None`.
-    pub(crate) fn encode<T: Cacheable>(&self, value: &T) -> Option<Vec<u8>> {
-        match codec::encode(value) {
+    /// Encodes a value with this cache's codec, recording the versions of
+    /// its tags; a `Serialize` failure is counted, logged and `None`.
+    pub(crate) fn encode<T: Cacheable>(&self, value: &T, tag_versions: &[u64]) -> Option<Vec<u8>> {
+        match self.inner.format.encode(value, tag_versions) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 Counters::bump(&self.inner.counters.encode_errors);
@@ -341,9 +535,10 @@ impl Cache {
         &self,
         key: &str,
         value: &T,
+        tag_versions: &[u64],
         ttl: Duration,
     ) -> Option<Bytes> {
-        let bytes = self.encode(value)?;
+        let bytes = self.encode(value, tag_versions)?;
         let shared = Bytes::from(bytes);
         match self.inner.store.set(key, shared.clone(), ttl).await {
             Ok(()) => {
@@ -361,7 +556,7 @@ impl Cache {
     /// Failures are counted and logged, never returned.
     pub async fn set<T: Cacheable>(&self, key: &str, value: &T, ttl: Option<Duration>) {
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        self.set_encoded(key, value, ttl).await;
+        self.set_encoded(key, value, &[], ttl).await;
     }
 
     /// Removes exact keys and every key matching the glob patterns. A failure
@@ -371,6 +566,9 @@ impl Cache {
     pub async fn invalidate(&self, keys: Vec<String>, patterns: Vec<String>) -> bool {
         if matches!(self.inner.store, Backend::Disabled(_)) {
             return true;
+        }
+        if let Some(reused) = &self.inner.reused_versions {
+            reused.forget(&keys);
         }
         let counters = &self.inner.counters;
         // After the store proves unreachable, queue the rest for the retry
@@ -450,7 +648,7 @@ impl Cache {
         );
     }
 
-    fn degraded(&self, what: &'static str, error: &dyn std::fmt::Display) {
+    pub(crate) fn degraded(&self, what: &'static str, error: &dyn std::fmt::Display) {
         if let Some(held_back) = self.inner.log.permit() {
             tracing::warn!(error = %error, held_back, "{what}");
         }

@@ -1,10 +1,12 @@
 //! Configuration: the builder, the environment, and the typed errors a user
 //! must act on. Everything here runs once, at start-up.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use crate::Cache;
+use crate::codec::{Codec, Compression, Format};
 use crate::policy::Policy;
 
 /// Configuration that can not work. Returned by [`CacheBuilder::build`] and
@@ -38,6 +40,20 @@ pub enum ConfigError {
         /// What was expected.
         reason: String,
     },
+    /// A `#[cached(store = "..")]` names a store that is not configured.
+    #[error(
+        "`{function}` ({location}) uses the named store `{store}`, which is not configured: set {env_var} (a Redis URL, `memory` or `disabled`) or call `.store(\"{store}\", ...)` on the builder"
+    )]
+    UnknownStore {
+        /// The store's name.
+        store: String,
+        /// The environment variable that would configure it.
+        env_var: String,
+        /// The first function found using it.
+        function: &'static str,
+        /// Where that function is (`file:line`).
+        location: &'static str,
+    },
 }
 
 /// Which store a cache uses.
@@ -56,6 +72,40 @@ impl fmt::Debug for StoreConfig {
             StoreConfig::Disabled => f.write_str("Disabled"),
         }
     }
+}
+
+impl StoreConfig {
+    /// `memory`, `disabled`, or a Redis URL.
+    fn parse(value: &str) -> StoreConfig {
+        match value.trim() {
+            v if v.eq_ignore_ascii_case("memory") => StoreConfig::Memory,
+            v if v.eq_ignore_ascii_case("disabled") => StoreConfig::Disabled,
+            v => StoreConfig::Redis(v.to_owned()),
+        }
+    }
+}
+
+/// How a named store is configured.
+#[derive(Debug, Clone)]
+pub(crate) enum NamedStore {
+    /// Only where it is (from `CACHE_STORE_<NAME>_URL` or
+    /// [`CacheBuilder::store_url`]); every other setting is the main cache's.
+    Url(StoreConfig),
+    /// Configured in full.
+    Builder(Box<CacheBuilder>),
+}
+
+/// The environment variable that configures the named store `name`.
+pub(crate) fn store_env_var(name: &str) -> String {
+    format!("CACHE_STORE_{}_URL", name.to_ascii_uppercase())
+}
+
+/// Whether `name` is a valid store name: `[a-z][a-z0-9_]{0,31}`.
+fn valid_store_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && name.len() <= 32
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
 }
 
 /// Masks the password of a Redis URL with `***`, whatever the URL holds:
@@ -145,6 +195,10 @@ pub struct CacheBuilder {
     pub(crate) scan_count: usize,
     pub(crate) delete_batch: usize,
     pub(crate) policy: Policy,
+    pub(crate) format: Format,
+    pub(crate) enforce_tenants: bool,
+    pub(crate) tag_version_reuse: Duration,
+    pub(crate) stores: BTreeMap<String, NamedStore>,
 }
 
 impl Default for CacheBuilder {
@@ -163,6 +217,10 @@ impl Default for CacheBuilder {
             scan_count: 1000,
             delete_batch: 500,
             policy: Policy::default(),
+            format: Format::default(),
+            enforce_tenants: false,
+            tag_version_reuse: Duration::ZERO,
+            stores: BTreeMap::new(),
         }
     }
 }
@@ -176,6 +234,12 @@ pub const ENV_VARS: &[&str] = &[
     "CACHE_CONNECT_TIMEOUT",
     "CACHE_OP_TIMEOUT",
     "CACHE_MAX_ENTRIES",
+    "CACHE_CODEC",
+    "CACHE_COMPRESSION",
+    "CACHE_COMPRESS_ABOVE",
+    "CACHE_ENFORCE_TENANTS",
+    "CACHE_TAG_VERSION_REUSE",
+    "CACHE_STORE_<NAME>_URL",
 ];
 
 impl CacheBuilder {
@@ -190,10 +254,25 @@ impl CacheBuilder {
     /// | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout | `1s` |
     /// | `CACHE_OP_TIMEOUT` | bound on each Redis operation | `200ms` |
     /// | `CACHE_MAX_ENTRIES` | capacity of the in-memory store | `100000` |
+    /// | `CACHE_CODEC` | `json`, `msgpack`, `postcard` (the last two are cargo features) | `json` |
+    /// | `CACHE_COMPRESSION` | `none`, `lz4`, `zstd`, `zstd:<level>` (cargo features) | `none` |
+    /// | `CACHE_COMPRESS_ABOVE` | compress encoded values of at least this many bytes | `1024` |
+    /// | `CACHE_ENFORCE_TENANTS` | `true`: calls outside [`Cache::with_tenant`] bypass the cache | `false` |
+    /// | `CACHE_TAG_VERSION_REUSE` | how long a process reuses tag versions it read | `0` (off) |
+    /// | `CACHE_STORE_<NAME>_URL` | the named store `<name>`: a Redis URL, `memory` or `disabled` | unset |
     ///
     /// A value that does not parse is a [`ConfigError::InvalidEnv`].
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok())
+        // Named stores: the ones `#[cached(store = ..)]` uses, and any other
+        // `CACHE_STORE_<NAME>_URL` set (for stores used by hand).
+        let extra: Vec<String> = std::env::vars()
+            .filter_map(|(var, _)| {
+                var.strip_prefix("CACHE_STORE_")?
+                    .strip_suffix("_URL")
+                    .map(str::to_ascii_lowercase)
+            })
+            .collect();
+        Self::from_lookup_with(|var| std::env::var(var).ok(), extra)
     }
 
     /// Like [`from_env`](Self::from_env), reading variables through `lookup`
@@ -206,22 +285,21 @@ impl CacheBuilder {
     /// assert!(matches!(err, ConfigError::InvalidEnv { var: "CACHE_DEFAULT_TTL", .. }));
     /// ```
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup_with(lookup, Vec::new())
+    }
+
+    fn from_lookup_with(
+        lookup: impl Fn(&str) -> Option<String>,
+        extra_stores: Vec<String>,
+    ) -> Result<Self, ConfigError> {
         let mut b = CacheBuilder::default();
         if let Some(url) = lookup("REDIS_URL").filter(|u| !u.trim().is_empty()) {
             b = b.redis_url(url);
         }
-        if let Some(v) = lookup("CACHE_DISABLED") {
-            match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => b = b.disabled(),
-                "" | "0" | "false" | "no" | "off" => {}
-                _ => {
-                    return Err(env_err(
-                        "CACHE_DISABLED",
-                        v,
-                        "expected true/false, 1/0, yes/no",
-                    ));
-                }
-            }
+        if let Some(v) = lookup("CACHE_DISABLED")
+            && parse_bool("CACHE_DISABLED", v)?
+        {
+            b = b.disabled();
         }
         if let Some(v) = lookup("CACHE_NAMESPACE") {
             b = b.namespace(v);
@@ -253,6 +331,44 @@ impl CacheBuilder {
             })?;
             b = b.max_entries(n);
         }
+        if let Some(v) = lookup("CACHE_CODEC") {
+            let codec = v
+                .parse::<Codec>()
+                .map_err(|e| env_err("CACHE_CODEC", v.clone(), e.to_string()))?;
+            b = b.codec(codec);
+        }
+        if let Some(v) = lookup("CACHE_COMPRESSION") {
+            let compression = v
+                .parse::<Compression>()
+                .map_err(|e| env_err("CACHE_COMPRESSION", v.clone(), e.to_string()))?;
+            b.format.compression = compression;
+        }
+        if let Some(v) = lookup("CACHE_COMPRESS_ABOVE") {
+            b.format.compress_above = v.trim().parse().map_err(|_| {
+                env_err(
+                    "CACHE_COMPRESS_ABOVE",
+                    v.clone(),
+                    "expected a size in bytes",
+                )
+            })?;
+        }
+        if let Some(v) = lookup("CACHE_ENFORCE_TENANTS") {
+            b.enforce_tenants = parse_bool("CACHE_ENFORCE_TENANTS", v)?;
+        }
+        if let Some(d) = duration("CACHE_TAG_VERSION_REUSE")? {
+            b = b.tag_version_reuse(d);
+        }
+        let mut names: Vec<String> = crate::__private::store_uses()
+            .map(|u| u.store.to_owned())
+            .chain(extra_stores)
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            if let Some(url) = lookup(&store_env_var(&name)).filter(|u| !u.trim().is_empty()) {
+                b = b.store_url(name, url);
+            }
+        }
         Ok(b)
     }
 
@@ -276,7 +392,8 @@ impl CacheBuilder {
     }
 
     /// The first segment of every key (default `cache`). May contain `:`;
-    /// may not contain glob characters, braces or whitespace.
+    /// may not contain glob characters, braces, `@`, `#`, `%` or whitespace
+    /// (`@` starts a tenant segment, `#` a tag's version key).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -388,6 +505,135 @@ impl CacheBuilder {
         self
     }
 
+    /// Encode values with `codec` (default [`Codec::Json`], plain JSON that
+    /// any client can read). Every value records the codec it was written
+    /// with, so switching codecs never mis-decodes an old value.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.format.codec = codec;
+        self
+    }
+
+    /// Compress encoded values of at least `above` bytes with `compression`
+    /// (default none); a value is stored compressed only if that makes it
+    /// smaller.
+    pub fn compression(mut self, compression: Compression, above: usize) -> Self {
+        self.format.compression = compression;
+        self.format.compress_above = above;
+        self
+    }
+
+    /// Tenant isolation (default off): with `true`, a `#[cached]` call (or
+    /// invalidation) made outside [`Cache::with_tenant`] runs its body and
+    /// touches no key at all, counted in
+    /// [`Stats::tenant_bypasses`](crate::Stats::tenant_bypasses): a request
+    /// that lost its tenant can never read or fill a shared entry.
+    pub fn enforce_tenants(mut self, on: bool) -> Self {
+        self.enforce_tenants = on;
+        self
+    }
+
+    /// Reuse tag versions this process has read for up to `window` (default
+    /// zero: a tagged lookup reads its tags' versions in the same round trip
+    /// as the value). With a window, a hit on a tagged entry costs what an
+    /// untagged one does, and an invalidation made by *another* process may
+    /// go unseen here for up to `window`: entries invalidated by tag can be
+    /// served that much longer. Invalidations made by this process are seen
+    /// at once.
+    pub fn tag_version_reuse(mut self, window: Duration) -> Self {
+        self.tag_version_reuse = window;
+        self
+    }
+
+    /// A named store for `#[cached(store = "name")]` functions, configured in
+    /// full by `builder` (its own store, namespace, TTL, codec...).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::Cache;
+    /// let cache = Cache::builder()
+    ///     .store("flags", Cache::builder().memory().namespace("flags"))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.store("flags").map(Cache::namespace), Some("flags"));
+    /// # Ok(()) }
+    /// ```
+    pub fn store(mut self, name: impl Into<String>, builder: CacheBuilder) -> Self {
+        self.stores
+            .insert(name.into(), NamedStore::Builder(Box::new(builder)));
+        self
+    }
+
+    /// A named store at `url` (a Redis URL, `memory` or `disabled`), with
+    /// every other setting taken from this builder. What
+    /// `CACHE_STORE_<NAME>_URL` sets.
+    pub fn store_url(mut self, name: impl Into<String>, url: impl AsRef<str>) -> Self {
+        self.stores.insert(
+            name.into(),
+            NamedStore::Url(StoreConfig::parse(url.as_ref())),
+        );
+        self
+    }
+
+    /// The builders of the named stores, checked: valid names, no nesting,
+    /// every store a `#[cached(store = ..)]` uses is configured (a disabled
+    /// cache disables them all).
+    fn resolve_stores(&mut self) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::InvalidSetting {
+            setting: "store",
+            reason,
+        };
+        let mut resolved = BTreeMap::new();
+        for (name, named) in std::mem::take(&mut self.stores) {
+            if !valid_store_name(&name) {
+                return Err(bad(format!(
+                    "`{name}` is not a valid store name: use lowercase letters, digits and `_`, starting with a letter, at most 32 bytes"
+                )));
+            }
+            let mut sub = match named {
+                NamedStore::Url(store) => CacheBuilder {
+                    store,
+                    stores: BTreeMap::new(),
+                    ..self.clone()
+                },
+                NamedStore::Builder(sub) if !sub.stores.is_empty() => {
+                    return Err(bad(format!(
+                        "the named store `{name}` has named stores of its own; configure them all on the main builder"
+                    )));
+                }
+                NamedStore::Builder(sub) => *sub,
+            };
+            if self.store == StoreConfig::Disabled {
+                sub.store = StoreConfig::Disabled;
+            }
+            sub.validate()?;
+            resolved.insert(name, NamedStore::Builder(Box::new(sub)));
+        }
+        for used in crate::__private::store_uses() {
+            if resolved.contains_key(used.store) {
+                continue;
+            }
+            if self.store != StoreConfig::Disabled {
+                return Err(ConfigError::UnknownStore {
+                    store: used.store.to_owned(),
+                    env_var: store_env_var(used.store),
+                    function: used.function,
+                    location: used.location,
+                });
+            }
+            let disabled = CacheBuilder {
+                store: StoreConfig::Disabled,
+                stores: BTreeMap::new(),
+                ..self.clone()
+            };
+            resolved.insert(
+                used.store.to_owned(),
+                NamedStore::Builder(Box::new(disabled)),
+            );
+        }
+        self.stores = resolved;
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |setting, reason: &str| {
             Err(ConfigError::InvalidSetting {
@@ -396,7 +642,7 @@ impl CacheBuilder {
             })
         };
         if let Some(c) = self.namespace.chars().find(|c| {
-            matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '#' | '%')
+            matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '#' | '%' | '@')
                 || c.is_whitespace()
                 || c.is_control()
         }) {
@@ -463,9 +709,18 @@ impl CacheBuilder {
     /// connection is made lazily, calls run their bodies until Redis answers,
     /// and a warning is logged. Only configuration that can never work (a
     /// malformed URL, a zero timeout) is an error.
-    pub async fn build(self) -> Result<Cache, ConfigError> {
+    pub async fn build(mut self) -> Result<Cache, ConfigError> {
         self.validate()?;
+        self.resolve_stores()?;
         Cache::from_builder(self).await
+    }
+}
+
+fn parse_bool(var: &'static str, v: String) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(env_err(var, v, "expected true/false, 1/0, yes/no")),
     }
 }
 

@@ -1,4 +1,15 @@
-//! Key formatting: `<namespace>:<expanded template>[:<id>]`.
+//! Key formatting.
+//!
+//! | what | key |
+//! |---|---|
+//! | an entry | `<namespace>:<expanded template>[:<id>][:v<version>]` |
+//! | an entry of a tenant | `<namespace>@<tenant>:<expanded template>[:<id>][:v<version>]` |
+//! | a tag's version | `<namespace>[@<tenant>]#tag:<expanded tag>` |
+//!
+//! The namespace may contain neither `@` nor `#`, and a tenant is escaped
+//! like any value (so it contains neither `:` nor `#`): a tenant's keys can
+//! never equal another tenant's, or a shared key, whatever the templates say,
+//! and a tag's version key can never equal an entry's key.
 //!
 //! Literal template text is written as the user wrote it. Every interpolated
 //! value is *escaped*: the bytes that carry meaning in a key or in a Redis
@@ -90,14 +101,37 @@ pub struct KeyBuilder {
     max_part_len: usize,
 }
 
+/// What a [`KeyBuilder`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// An entry's key.
+    Entry,
+    /// The key of a tag's version.
+    Tag,
+}
+
 impl KeyBuilder {
-    pub(crate) fn new(namespace: &str, max_part_len: usize) -> Self {
+    /// A key in `namespace`, in `tenant`'s keyspace when there is one.
+    pub(crate) fn new(
+        namespace: &str,
+        tenant: Option<&str>,
+        kind: KeyKind,
+        max_part_len: usize,
+    ) -> Self {
         let mut buf = String::with_capacity(namespace.len() + 48);
-        if !namespace.is_empty() {
-            buf.push_str(namespace);
-            buf.push(':');
+        buf.push_str(namespace);
+        let mut k = KeyBuilder { buf, max_part_len };
+        if let Some(tenant) = tenant {
+            k.buf.push('@');
+            k.arg(tenant);
         }
-        KeyBuilder { buf, max_part_len }
+        match kind {
+            KeyKind::Tag => k.buf.push_str("#tag:"),
+            // An empty namespace without a tenant adds nothing.
+            KeyKind::Entry if !k.buf.is_empty() => k.buf.push(':'),
+            KeyKind::Entry => {}
+        }
+        k
     }
 
     /// Appends literal template text, unescaped.
@@ -257,7 +291,7 @@ mod tests {
     use super::*;
 
     fn key(ns: &str, parts: &[&str]) -> String {
-        let mut k = KeyBuilder::new(ns, 128);
+        let mut k = KeyBuilder::new(ns, None, KeyKind::Entry, 128);
         k.lit("t");
         for p in parts {
             k.lit(":");
@@ -302,7 +336,45 @@ mod tests {
         ));
     }
 
+    fn tenant_key(ns: &str, tenant: Option<&str>, kind: KeyKind, part: &str) -> String {
+        let mut k = KeyBuilder::new(ns, tenant, kind, 128);
+        k.lit("t:");
+        k.arg(part);
+        k.finish()
+    }
+
+    #[test]
+    fn tenants_and_tags_have_their_own_keyspace() {
+        assert_eq!(tenant_key("ns", None, KeyKind::Entry, "1"), "ns:t:1");
+        assert_eq!(tenant_key("ns", Some("org-7"), KeyKind::Entry, "1"), "ns@org-7:t:1");
+        assert_eq!(tenant_key("ns", Some("a:b"), KeyKind::Entry, "1"), "ns@a%3Ab:t:1");
+        assert_eq!(tenant_key("ns", None, KeyKind::Tag, "1"), "ns#tag:t:1");
+        assert_eq!(tenant_key("ns", Some("o"), KeyKind::Tag, "1"), "ns@o#tag:t:1");
+        assert_eq!(tenant_key("", None, KeyKind::Entry, "1"), "t:1");
+        assert_eq!(tenant_key("", Some("o"), KeyKind::Entry, "1"), "@o:t:1");
+    }
+
     proptest::proptest! {
+        /// Two different tenants (or a tenant and no tenant) never share a
+        /// key, whatever the tenant names and key values are.
+        #[test]
+        fn tenants_never_share_keys(
+            t1 in proptest::option::of(".{0,10}"),
+            t2 in proptest::option::of(".{0,10}"),
+            a in ".{0,10}",
+            b in ".{0,10}",
+        ) {
+            for kind in [KeyKind::Entry, KeyKind::Tag] {
+                let same = tenant_key("ns", t1.as_deref(), kind, &a)
+                    == tenant_key("ns", t2.as_deref(), kind, &b);
+                proptest::prop_assert_eq!(same, t1 == t2 && a == b);
+            }
+            proptest::prop_assert_ne!(
+                tenant_key("ns", t1.as_deref(), KeyKind::Entry, &a),
+                tenant_key("ns", t2.as_deref(), KeyKind::Tag, &b)
+            );
+        }
+
         #[test]
         fn keys_are_injective(a in ".{0,12}", b in ".{0,12}", c in ".{0,12}", d in ".{0,12}") {
             let same = key("ns", &[&a, &b]) == key("ns", &[&c, &d]);
@@ -316,7 +388,7 @@ mod tests {
         ) {
             // The pattern "ns:t:<a>:*" must match the key of (b, anything)
             // exactly when a == b.
-            let mut p = KeyBuilder::new("ns", 128);
+            let mut p = KeyBuilder::new("ns", None, KeyKind::Entry, 128);
             p.lit("t:");
             p.arg(&a);
             p.lit(":*");

@@ -55,7 +55,7 @@ mod store;
 pub mod __private;
 
 pub use cache::{AlreadyInstalled, Cache, install, try_install};
-pub use codec::Cacheable;
+pub use codec::{Cacheable, Codec, Compression};
 pub use config::{CacheBuilder, ConfigError, ENV_VARS, redact_url};
 pub use policy::BreakerState;
 pub use stats::Stats;

@@ -5,9 +5,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::cache::{Current, current};
+use std::sync::Arc;
+
+use crate::cache::{Current, Unresolved, current_in, current_tenant};
 use crate::codec::Cacheable;
 pub use crate::key::KeyBuilder;
+use crate::key::KeyKind;
 pub use crate::policy::refresh::LoadTime;
 use crate::stats::Counters;
 use crate::store::Backend;
@@ -35,6 +38,25 @@ pub struct Spec {
     pub stale_if_error: Option<Duration>,
     /// How long the body takes (XFetch's delta), measured in this process.
     pub load_time: LoadTime,
+    /// `store = "flags"`: a named store; `None`: the cache's own store.
+    pub store: Option<&'static str>,
+}
+
+/// A function's use of a named store, registered by the macro so that
+/// [`CacheBuilder::build`] can reject a store that is not configured.
+#[derive(Debug)]
+pub struct StoreUse {
+    pub store: &'static str,
+    pub function: &'static str,
+    pub location: &'static str,
+}
+
+inventory::collect!(StoreUse);
+pub use inventory;
+
+/// Every registered store use.
+pub(crate) fn store_uses() -> impl Iterator<Item = &'static StoreUse> {
+    inventory::iter::<StoreUse>.into_iter()
 }
 
 /// Whether a result counts as success (write functions invalidate only then).
@@ -115,48 +137,123 @@ impl<T> Shape<T> for PlainShape {
 
 static NOT_INSTALLED_WARNED: AtomicBool = AtomicBool::new(false);
 
-fn warn_not_installed(spec: &Spec) {
+fn warn_not_installed(function: &str) {
     if !NOT_INSTALLED_WARNED.swap(true, Relaxed) {
         tracing::warn!(
-            function = spec.name,
+            function,
             "no cache installed: #[cached] functions run their bodies without caching \
              (call cache_runtime::install at start-up, or use Cache::scope)"
         );
     }
 }
 
-/// One call of a function with its own key: the cache in effect and the key.
+/// The cache a call uses, with the tenant it runs for; `None` when the call
+/// must not touch the cache (none installed, caching disabled, or a
+/// tenant required and missing), which is counted and logged here.
+/// `call`: a call with a key of its own (a disabled cache counts it as a
+/// bypass), not an invalidation.
+fn resolve(
+    store: Option<&'static str>,
+    function: &str,
+    call: bool,
+) -> Option<(Current, Option<Arc<str>>)> {
+    let cache = match current_in(store) {
+        Ok(cache) => cache,
+        Err(Unresolved::NotInstalled) => {
+            warn_not_installed(function);
+            return None;
+        }
+        Err(Unresolved::UnknownStore) => {
+            if let Ok(default) = current_in(None) {
+                Counters::bump(&default.inner.counters.bypasses);
+                default.degraded(
+                    "a named store is not configured; the call runs without the cache",
+                    &store.unwrap_or_default(),
+                );
+            }
+            return None;
+        }
+    };
+    if matches!(cache.inner.store, Backend::Disabled(_)) {
+        if call {
+            Counters::bump(&cache.inner.counters.bypasses);
+        }
+        return None;
+    }
+    let tenant = current_tenant();
+    if tenant.is_none() && cache.inner.enforce_tenants {
+        Counters::bump(&cache.inner.counters.tenant_bypasses);
+        cache.degraded(
+            "a cached call ran without a tenant while tenants are enforced; it bypassed the cache (wrap the request in Cache::with_tenant)",
+            &function,
+        );
+        return None;
+    }
+    Some((cache, tenant))
+}
+
+/// One call of a function with its own key: the cache in effect, the key
+/// and the keys of its tags' versions.
 pub struct Call {
     cache: Option<Current>,
+    tenant: Option<Arc<str>>,
     key: String,
+    tags: Vec<String>,
 }
 
 /// Starts a call: finds the cache in effect and builds the key from the
 /// borrowed arguments (before the body can move them).
 #[inline]
 pub fn call(spec: &'static Spec, write_key: impl FnOnce(&mut KeyBuilder)) -> Call {
-    match current() {
-        Some(cache) if !matches!(cache.inner.store, Backend::Disabled(_)) => {
-            let key = cache.build_key(write_key);
+    match resolve(spec.store, spec.name, true) {
+        Some((cache, tenant)) => {
+            let key = cache.key_for(tenant.as_deref(), KeyKind::Entry, write_key);
             Call {
                 cache: Some(cache),
+                tenant,
                 key,
+                tags: Vec::new(),
             }
         }
-        Some(cache) => {
-            Counters::bump(&cache.inner.counters.bypasses);
-            Call {
-                cache: None,
-                key: String::new(),
-            }
+        None => Call {
+            cache: None,
+            tenant: None,
+            key: String::new(),
+            tags: Vec::new(),
+        },
+    }
+}
+
+impl Call {
+    /// The function's tags, built from the same borrowed arguments.
+    #[inline]
+    pub fn tags(mut self, write_tags: impl FnOnce(&mut TagWriter)) -> Self {
+        if let Some(cache) = &self.cache {
+            let mut writer = TagWriter {
+                cache,
+                tenant: self.tenant.as_deref(),
+                keys: Vec::new(),
+            };
+            write_tags(&mut writer);
+            self.tags = writer.keys;
         }
-        None => {
-            warn_not_installed(spec);
-            Call {
-                cache: None,
-                key: String::new(),
-            }
-        }
+        self
+    }
+}
+
+/// Collects the version keys of a function's tags.
+pub struct TagWriter<'a> {
+    cache: &'a Cache,
+    tenant: Option<&'a str>,
+    keys: Vec<String>,
+}
+
+impl TagWriter<'_> {
+    /// One tag, written like a key template.
+    #[inline]
+    pub fn tag(&mut self, write_tag: impl FnOnce(&mut KeyBuilder)) {
+        let key = self.cache.key_for(self.tenant, KeyKind::Tag, write_tag);
+        self.keys.push(key);
     }
 }
 
@@ -172,7 +269,7 @@ where
     let Some(cache) = call.cache else {
         return body.await;
     };
-    crate::read::read::<S, R, F>(spec, &cache, call.key, body).await
+    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body).await
 }
 
 /// Write-through: always runs the body; on success invalidates the listed
@@ -194,12 +291,13 @@ where
         return result;
     }
     let stored = S::to_store(&result, spec.cache_none);
-    if stored.is_none() && call.cache.is_some() {
-        inv.keys.push(call.key.clone());
+    // A result that is not stored removes the own key instead.
+    if call.cache.is_some() && stored.is_none() {
+        inv.push(spec.store, call.key.clone());
     }
     inv.run().await;
     if let (Some(cache), Some(value)) = (&call.cache, stored) {
-        cache.set(&call.key, value, spec.ttl).await;
+        crate::read::store_tagged(cache, &call.key, &call.tags, value, spec.ttl).await;
     }
     result
 }
@@ -218,37 +316,69 @@ where
 }
 
 /// The entries a write function invalidates, computed before its body runs
-/// (the body may move the arguments they are built from).
+/// (the body may move the arguments they are built from), grouped by store.
 pub struct Invalidations {
-    cache: Option<Current>,
+    /// The function's own store: its templates, patterns and tags.
+    own: Option<&'static str>,
+    groups: Vec<Group>,
+}
+
+struct Group {
+    store: Option<&'static str>,
+    cache: Current,
+    tenant: Option<Arc<str>>,
     keys: Vec<String>,
     patterns: Vec<String>,
 }
 
 impl Invalidations {
     #[inline]
-    pub fn new() -> Self {
+    pub fn new(store: Option<&'static str>) -> Self {
         Invalidations {
-            cache: current(),
-            keys: Vec::new(),
-            patterns: Vec::new(),
+            own: store,
+            groups: Vec::new(),
         }
     }
 
-    /// A key computed by another function's `key` companion.
-    #[inline]
-    pub fn key(mut self, key: String) -> Self {
-        if self.cache.is_some() {
-            self.keys.push(key);
+    /// The group of `store`, resolved on first use; `None` when that store
+    /// must not be touched (see [`resolve`]).
+    fn group(&mut self, store: Option<&'static str>) -> Option<&mut Group> {
+        let at = match self.groups.iter().position(|g| g.store == store) {
+            Some(at) => at,
+            None => {
+                let (cache, tenant) = resolve(store, "an invalidation", false)?;
+                self.groups.push(Group {
+                    store,
+                    cache,
+                    tenant,
+                    keys: Vec::new(),
+                    patterns: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.groups.get_mut(at)
+    }
+
+    fn push(&mut self, store: Option<&'static str>, key: String) {
+        if let Some(group) = self.group(store) {
+            group.keys.push(key);
         }
+    }
+
+    /// A key computed by another function's `key` companion, in its store.
+    #[inline]
+    pub fn key(mut self, store: Option<&'static str>, key: String) -> Self {
+        self.push(store, key);
         self
     }
 
     /// An exact-key template of the annotated function.
     #[inline]
     pub fn template(mut self, write_key: impl FnOnce(&mut KeyBuilder)) -> Self {
-        if let Some(cache) = &self.cache {
-            self.keys.push(cache.build_key(write_key));
+        if let Some(g) = self.group(self.own) {
+            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
+            g.keys.push(key);
         }
         self
     }
@@ -256,33 +386,45 @@ impl Invalidations {
     /// A pattern template of the annotated function.
     #[inline]
     pub fn pattern(mut self, write_key: impl FnOnce(&mut KeyBuilder)) -> Self {
-        if let Some(cache) = &self.cache {
-            self.patterns.push(cache.build_key(write_key));
+        if let Some(g) = self.group(self.own) {
+            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
+            g.patterns.push(key);
+        }
+        self
+    }
+
+    /// A tag of the annotated function's store: its version key is deleted.
+    #[inline]
+    pub fn tag(mut self, write_tag: impl FnOnce(&mut KeyBuilder)) -> Self {
+        if let Some(g) = self.group(self.own) {
+            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Tag, write_tag);
+            g.keys.push(key);
         }
         self
     }
 
     async fn run(self) {
-        if let Some(cache) = self.cache {
-            cache.invalidate(self.keys, self.patterns).await;
+        for g in self.groups {
+            g.cache.invalidate(g.keys, g.patterns).await;
         }
     }
 }
 
-impl Default for Invalidations {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The `key` companion: the key in the cache in effect (or, with none
-/// installed, in a default-configured cache's namespace).
-pub fn key(write_key: impl FnOnce(&mut KeyBuilder)) -> String {
-    match current() {
-        Some(cache) => cache.build_key(write_key),
-        None => {
+/// The `key` companion: the key in the cache in effect for `store` and the
+/// current tenant (or, with none installed, in a default-configured cache's
+/// namespace).
+pub fn key_in(store: Option<&'static str>, write_key: impl FnOnce(&mut KeyBuilder)) -> String {
+    let tenant = current_tenant();
+    match current_in(store) {
+        Ok(cache) => cache.key_for(tenant.as_deref(), KeyKind::Entry, write_key),
+        Err(_) => {
             let defaults = CacheBuilder::default();
-            let mut k = KeyBuilder::new(&defaults.namespace, defaults.max_key_part_len);
+            let mut k = KeyBuilder::new(
+                &defaults.namespace,
+                tenant.as_deref(),
+                KeyKind::Entry,
+                defaults.max_key_part_len,
+            );
             write_key(&mut k);
             k.finish()
         }
@@ -290,8 +432,8 @@ pub fn key(write_key: impl FnOnce(&mut KeyBuilder)) -> String {
 }
 
 /// The `invalidate` companion.
-pub async fn invalidate_key(key: String) {
-    if let Some(cache) = current() {
+pub async fn invalidate_key_in(store: Option<&'static str>, key: String) {
+    if let Some((cache, _)) = resolve(store, "an invalidation", false) {
         Cache::invalidate_key(&cache, key).await;
     }
 }

@@ -18,11 +18,12 @@ use bytes::Bytes;
 
 use crate::__private::{Shape, Spec};
 use crate::Cache;
-use crate::cache::Lookup;
+use crate::cache::{Lookup, warming};
 use crate::codec::Cacheable;
 use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
 use crate::policy::single_flight::{Leader, Outcome, Role};
+use crate::policy::tags;
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
 
@@ -69,6 +70,13 @@ impl Effective {
     fn needs_ttl(&self) -> bool {
         self.beta > 0.0 || !self.stale_extra().is_zero()
     }
+
+    /// How long the versions of an entry's tags are kept: past the entry's
+    /// own expiry, since it is stored after the body runs.
+    fn tag_ttl(&self) -> Duration {
+        self.store_ttl()
+            .saturating_add(self.lease_ttl.max(Duration::from_secs(60)))
+    }
 }
 
 /// What a lookup found.
@@ -88,36 +96,59 @@ enum Found<V> {
     Unavailable,
 }
 
-async fn look<V: Cacheable>(cache: &Cache, key: &str, eff: &Effective) -> Found<V> {
+/// Reads the entry (and its remaining TTL when needed) and the current
+/// versions of its tags, in one round trip; also returns those versions.
+async fn look<V: Cacheable>(
+    cache: &Cache,
+    key: &str,
+    tags: &[String],
+    eff: &Effective,
+) -> (Found<V>, Vec<Option<u64>>) {
     let store = &cache.inner.store;
-    let read = if eff.needs_ttl() {
-        store
-            .get_with_ttl(key)
-            .await
-            .map(|o| o.map(|(b, t)| (b, Some(t))))
-    } else {
-        store.get(key).await.map(|o| o.map(|b| (b, None)))
+    let reused = match &cache.inner.reused_versions {
+        Some(r) if !tags.is_empty() => r.get_all(tags),
+        _ => None,
     };
-    let (bytes, pttl) = match read {
-        Ok(Some(found)) => found,
-        Ok(None) => return Found::Miss,
+    let read = if tags.is_empty() || reused.is_some() {
+        let versions: Vec<Option<u64>> = reused.unwrap_or_default().into_iter().map(Some).collect();
+        if eff.needs_ttl() {
+            store
+                .get_with_ttl(key)
+                .await
+                .map(|o| (o.map(|(b, t)| (b, Some(t))), versions))
+        } else {
+            store.get(key).await.map(|o| (o.map(|b| (b, None)), versions))
+        }
+    } else {
+        store.fetch(key, eff.needs_ttl(), tags).await.map(|f| {
+            if let Some(r) = &cache.inner.reused_versions {
+                r.remember(tags, &f.tags);
+            }
+            (f.value.map(|b| (b, f.pttl)), f.tags)
+        })
+    };
+    let (found, versions) = match read {
+        Ok(found) => found,
         Err(e) => {
-            return match cache.classify_error::<V>(e) {
+            let found = match cache.classify_error::<V>(e) {
                 Lookup::Unavailable => Found::Unavailable,
                 _ => Found::Miss,
             };
+            return (found, Vec::new());
         }
+    };
+    let Some((bytes, pttl)) = found else {
+        return (Found::Miss, versions);
     };
     let (bytes, refreshing) = match classify(bytes) {
         Content::Value(bytes) => (bytes, false),
         Content::Leased {
             value: Some(bytes), ..
         } => (bytes, true),
-        Content::Leased { value: None, .. } => return Found::Miss,
+        Content::Leased { value: None, .. } => return (Found::Miss, versions),
     };
-    let value = match cache.decode::<V>(&bytes) {
-        Some(value) => value,
-        None => return Found::Miss,
+    let Some(value) = decode_current::<V>(cache, &bytes, &versions, true) else {
+        return (Found::Miss, versions);
     };
     let extra = eff.stale_extra();
     let (remaining, stale_for) = match pttl {
@@ -125,16 +156,96 @@ async fn look<V: Cacheable>(cache: &Cache, key: &str, eff: &Effective) -> Found<
         Some(pttl) if pttl > extra => (Some(pttl - extra), None),
         Some(pttl) => (Some(Duration::ZERO), Some(extra - pttl)),
     };
-    Found::Value {
+    let found = Found::Value {
         value,
         remaining,
         stale_for,
         refreshing,
+    };
+    (found, versions)
+}
+
+/// Decodes a stored value if the versions it recorded for its tags are
+/// still `current`; a moved tag is a miss (`tag_misses`), garbage a decode
+/// error (a miss, overwritten). `count`: false when this call counted the
+/// same bytes already.
+fn decode_current<V: Cacheable>(
+    cache: &Cache,
+    bytes: &[u8],
+    current: &[Option<u64>],
+    count: bool,
+) -> Option<V> {
+    let decoded = crate::codec::split(bytes).and_then(|stored| {
+        let recorded = (0..stored.tag_count()).map(|i| stored.tag_version(i));
+        if !tags::current(recorded, current) {
+            return Ok(None);
+        }
+        stored.decode().map(Some)
+    });
+    match decoded {
+        Ok(Some(value)) => Some(value),
+        Ok(None) => {
+            if count {
+                Counters::bump(&cache.inner.counters.tag_misses);
+            }
+            None
+        }
+        Err(e) => {
+            if count {
+                cache.decode_failed(&e);
+            }
+            None
+        }
+    }
+}
+
+/// The versions to record with a result about to be computed: read (and
+/// created where missing) *before* the body runs, so a tag invalidated
+/// while it runs leaves the stored entry stale, never served. `None` when
+/// the store did not answer: the result is then not stored.
+async fn versions_before_body(cache: &Cache, tags: &[String], ttl: Duration) -> Option<Vec<u64>> {
+    if tags.is_empty() {
+        return Some(Vec::new());
+    }
+    match cache.inner.store.tag_versions(tags, ttl).await {
+        Ok(versions) => {
+            if let Some(r) = &cache.inner.reused_versions {
+                let known: Vec<Option<u64>> = versions.iter().copied().map(Some).collect();
+                r.remember(tags, &known);
+            }
+            Some(versions)
+        }
+        Err(e) => {
+            cache.store_failed(&e);
+            None
+        }
+    }
+}
+
+/// Stores a write-through result under its key with the current versions of
+/// its tags (after the write's own invalidations ran).
+pub(crate) async fn store_tagged<V: Cacheable>(
+    cache: &Cache,
+    key: &str,
+    tags: &[String],
+    value: &V,
+    ttl: Option<Duration>,
+) {
+    let ttl = ttl.unwrap_or(cache.inner.default_ttl);
+    let tag_ttl = ttl.saturating_add(Duration::from_secs(60));
+    if let Some(versions) = versions_before_body(cache, tags, tag_ttl).await {
+        cache.set_encoded(key, value, &versions, ttl).await;
     }
 }
 
 /// Cache-aside with single flight, leases, early refresh and stale serving.
-pub(crate) async fn read<S, R, F>(spec: &'static Spec, cache: &Cache, key: String, body: F) -> R
+pub(crate) async fn read<S, R, F>(
+    spec: &'static Spec,
+    cache: &Cache,
+    key: String,
+    tags: Vec<String>,
+    body: F,
+) -> R
 where
     S: Shape<R>,
     S::Value: Cacheable,
@@ -142,8 +253,18 @@ where
 {
     let counters = &*cache.inner.counters;
     let eff = Effective::new(cache, spec);
+    let call = Miss {
+        key,
+        tags,
+        eff,
+    };
+    if warming() {
+        return Box::pin(warm::<S, R, F>(spec, cache, &call, body)).await;
+    }
+    let eff = &call.eff;
     let mut stale = None;
-    match look::<S::Value>(cache, &key, &eff).await {
+    let (found, versions) = look::<S::Value>(cache, &call.key, &call.tags, eff).await;
+    match found {
         Found::Value {
             value,
             remaining,
@@ -156,7 +277,7 @@ where
                 && let (Some(remaining), Some(delta)) = (remaining, spec.load_time.get())
                 && should_refresh(remaining, delta, eff.beta)
             {
-                return Box::pin(refresh::<S, R, F>(spec, cache, &key, &eff, value, body)).await;
+                return Box::pin(refresh::<S, R, F>(spec, cache, &call, value, body)).await;
             }
             return S::from_stored(value);
         }
@@ -172,7 +293,7 @@ where
                 if refreshing {
                     return S::from_stored(value);
                 }
-                return Box::pin(refresh::<S, R, F>(spec, cache, &key, &eff, value, body)).await;
+                return Box::pin(refresh::<S, R, F>(spec, cache, &call, value, body)).await;
             }
             Counters::bump(&counters.misses);
             if stale_for < eff.sie {
@@ -181,12 +302,19 @@ where
         }
         Found::Miss => Counters::bump(&counters.misses),
         Found::Unavailable => {
-            return Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
+            return Box::pin(unreachable::<S, R, F>(spec, cache, call.key, body)).await;
         }
     }
     // The cold paths are boxed: the future of a hit stays small (it is
     // created and moved on every call), a miss pays one allocation.
-    Box::pin(miss::<S, R, F>(spec, cache, key, &eff, stale, body)).await
+    Box::pin(miss::<S, R, F>(spec, cache, &call, &versions, stale, body)).await
+}
+
+/// What the cold paths need of a call.
+struct Miss {
+    key: String,
+    tags: Vec<String>,
+    eff: Effective,
 }
 
 /// The store did not answer the lookup (down, or the breaker is open):
@@ -217,7 +345,7 @@ where
     };
     let result = timed(spec, body).await;
     let shared = S::to_store(&result, spec.cache_none)
-        .and_then(|value| cache.encode(value))
+        .and_then(|value| cache.encode(value, &[]))
         .map(Bytes::from);
     leader.finish(shared);
     result
@@ -228,8 +356,8 @@ where
 async fn miss<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
-    key: String,
-    eff: &Effective,
+    call: &Miss,
+    versions: &[Option<u64>],
     stale: Option<S::Value>,
     body: F,
 ) -> R
@@ -239,8 +367,9 @@ where
     F: Future<Output = R>,
 {
     let counters = &*cache.inner.counters;
+    let (key, eff) = (&call.key, &call.eff);
     let leader = loop {
-        match cache.inner.flights.join(&key) {
+        match cache.inner.flights.join(key) {
             Role::Leader(leader) => break leader,
             Role::Follower(follower) => match follower.wait().await {
                 Outcome::Done(Some(bytes)) => {
@@ -257,7 +386,7 @@ where
         }
     };
     if !eff.leases {
-        return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
+        return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
     }
 
     let store = &cache.inner.store;
@@ -276,20 +405,21 @@ where
         let purpose = LeaseFor::Miss {
             stale_within: eff.stale_extra(),
         };
-        match store.lease(&key, &token, eff.lease_ttl, purpose).await {
+        match store.lease(key, &token, eff.lease_ttl, purpose).await {
             Ok(LeaseReply::Acquired) => break,
             Ok(LeaseReply::Held(Content::Value(bytes))) => {
                 // Filled since our lookup (by the holder we waited for, or
-                // just before we asked). Garbage was counted by the lookup.
-                if let Ok(value) = crate::codec::decode::<S::Value>(&bytes) {
+                // just before we asked), and current for the tag versions
+                // the lookup read. (Garbage was counted by the lookup.)
+                if let Some(value) = decode_current::<S::Value>(cache, &bytes, versions, false) {
                     Counters::bump(&counters.coalesced);
                     leader.finish(Some(bytes));
                     return S::from_stored(value);
                 }
-                return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
             }
             Err(StoreError::WrongType(_)) => {
-                return plain::<S, R, F>(spec, cache, &key, eff, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
             }
             Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
                 if !waited {
@@ -316,29 +446,35 @@ where
             Err(e) => {
                 let unavailable = e.is_unavailable();
                 cache.store_failed(&e);
-                let result = timed(spec, body).await;
-                let shared = match S::to_store(&result, spec.cache_none) {
+                if unavailable {
                     // Unreachable: share the result with this process's
                     // callers (they would only load the database), store nothing.
-                    Some(value) if unavailable => cache.encode(value).map(Bytes::from),
-                    // An error reply (e.g. scripts disabled): plain cache-aside.
-                    Some(value) => cache.set_encoded(&key, value, eff.store_ttl()).await,
-                    None => None,
-                };
-                leader.finish(shared);
-                return or_stale::<S, R>(cache, result, stale);
+                    let result = timed(spec, body).await;
+                    let shared = S::to_store(&result, spec.cache_none)
+                        .and_then(|value| cache.encode(value, &[]))
+                        .map(Bytes::from);
+                    leader.finish(shared);
+                    return or_stale::<S, R>(cache, result, stale);
+                }
+                // An error reply (e.g. scripts disabled): plain cache-aside.
+                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
             }
         }
     }
 
-    // We hold the lease: run the body, then fill.
-    let lease = LeaseGuard::new(cache, &key, token);
+    // We hold the lease: read the tags' versions, run the body, then fill.
+    let lease = LeaseGuard::new(cache, key, token);
+    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
-    let shared = match S::to_store(&result, spec.cache_none) {
-        Some(value) => lease.fill(value, eff.store_ttl()).await,
+    let shared = match (S::to_store(&result, spec.cache_none), recorded) {
+        (Some(value), Some(recorded)) => lease.fill(value, &recorded, eff.store_ttl()).await,
+        (Some(_), None) => {
+            lease.release(false).await;
+            None
+        }
         // A failure leaves what was there (an expired value kept for
         // `stale_if_error`); a success that is not stored removes it.
-        None => {
+        (None, _) => {
             lease.release(!S::is_success(&result)).await;
             None
         }
@@ -353,8 +489,7 @@ where
 async fn plain<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
-    key: &str,
-    eff: &Effective,
+    call: &Miss,
     stale: Option<S::Value>,
     leader: Leader,
     body: F,
@@ -364,10 +499,16 @@ where
     S::Value: Cacheable,
     F: Future<Output = R>,
 {
+    let eff = &call.eff;
+    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
-    let shared = match S::to_store(&result, spec.cache_none) {
-        Some(value) => cache.set_encoded(key, value, eff.store_ttl()).await,
-        None => None,
+    let shared = match (S::to_store(&result, spec.cache_none), recorded) {
+        (Some(value), Some(recorded)) => {
+            cache
+                .set_encoded(&call.key, value, &recorded, eff.store_ttl())
+                .await
+        }
+        _ => None,
     };
     leader.finish(shared);
     or_stale::<S, R>(cache, result, stale)
@@ -380,8 +521,7 @@ where
 async fn refresh<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
-    key: &str,
-    eff: &Effective,
+    call: &Miss,
     servable: S::Value,
     body: F,
 ) -> R
@@ -391,6 +531,7 @@ where
     F: Future<Output = R>,
 {
     let counters = &*cache.inner.counters;
+    let (key, eff) = (call.key.as_str(), &call.eff);
     let Some(leader) = cache.inner.flights.try_lead(key) else {
         return S::from_stored(servable);
     };
@@ -413,6 +554,7 @@ where
         None
     };
     Counters::bump(&counters.refreshes);
+    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
     if !S::is_success(&result) {
         Counters::bump(&counters.refresh_failures);
@@ -422,21 +564,87 @@ where
         drop(leader);
         return S::from_stored(servable);
     }
-    let shared = match (S::to_store(&result, spec.cache_none), lease) {
-        (Some(value), Some(lease)) => lease.fill(value, eff.store_ttl()).await,
-        (Some(value), None) => cache.set_encoded(key, value, eff.store_ttl()).await,
+    let shared = match (S::to_store(&result, spec.cache_none), lease, recorded) {
+        (Some(value), Some(lease), Some(recorded)) => {
+            lease.fill(value, &recorded, eff.store_ttl()).await
+        }
+        (Some(value), None, Some(recorded)) => {
+            cache
+                .set_encoded(key, value, &recorded, eff.store_ttl())
+                .await
+        }
+        // The tags' versions could not be read: store nothing.
+        (Some(_), lease, None) => {
+            if let Some(lease) = lease {
+                lease.release(true).await;
+            }
+            None
+        }
         // A result that is not stored (e.g. `None` without `cache_none`)
         // must not leave the old value behind.
-        (None, Some(lease)) => {
+        (None, Some(lease), _) => {
             lease.release(false).await;
             None
         }
-        (None, None) => {
+        (None, None, _) => {
             cache.invalidate_key(key).await;
             None
         }
     };
     leader.finish(shared);
+    result
+}
+
+/// A call inside [`Cache::warm`]: no lookup; run the body and store its
+/// result under a lease taken over whatever is there (readers keep being
+/// served the present value until the fill), like a refresh.
+async fn warm<S, R, F>(spec: &'static Spec, cache: &Cache, call: &Miss, body: F) -> R
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    F: Future<Output = R>,
+{
+    let (key, eff) = (call.key.as_str(), &call.eff);
+    let lease = if eff.leases {
+        let token = Token::new();
+        match cache
+            .inner
+            .store
+            .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
+            .await
+        {
+            Ok(LeaseReply::Acquired) => Some(LeaseGuard::new(cache, key, token)),
+            // Another caller is computing it right now: theirs will do.
+            Ok(LeaseReply::Held(_)) => return body.await,
+            Err(e) => {
+                cache.store_failed(&e);
+                return body.await;
+            }
+        }
+    } else {
+        None
+    };
+    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
+    let result = timed(spec, body).await;
+    let stored = match (S::to_store(&result, spec.cache_none), lease, recorded) {
+        (Some(value), Some(lease), Some(recorded)) => {
+            lease.fill(value, &recorded, eff.store_ttl()).await
+        }
+        (Some(value), None, Some(recorded)) => {
+            cache
+                .set_encoded(key, value, &recorded, eff.store_ttl())
+                .await
+        }
+        (_, lease, _) => {
+            if let Some(lease) = lease {
+                lease.release(!S::is_success(&result)).await;
+            }
+            None
+        }
+    };
+    if stored.is_some() {
+        Counters::bump(&cache.inner.counters.warmed);
+    }
     result
 }
 
@@ -479,10 +687,15 @@ impl LeaseGuard {
     /// Stores `value` if the lease is still ours. Returns the encoded value
     /// when it was stored (then safe to share) or the store did not answer,
     /// `None` when the lease was lost.
-    async fn fill<V: Cacheable>(mut self, value: &V, ttl: Duration) -> Option<Bytes> {
+    async fn fill<V: Cacheable>(
+        mut self,
+        value: &V,
+        tag_versions: &[u64],
+        ttl: Duration,
+    ) -> Option<Bytes> {
         let token = self.token.take()?;
         let cache = &self.cache;
-        let bytes = match cache.encode(value) {
+        let bytes = match cache.encode(value, tag_versions) {
             Some(bytes) => bytes,
             None => {
                 let _ = cache.inner.store.release(&self.key, &token, true).await;

@@ -27,6 +27,9 @@ pub(crate) struct Counters {
     pub refresh_failures: AtomicU64,
     pub stale_served: AtomicU64,
     pub stale_on_error: AtomicU64,
+    pub tenant_bypasses: AtomicU64,
+    pub tag_misses: AtomicU64,
+    pub warmed: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +62,9 @@ impl Counters {
             refresh_failures: l(&self.refresh_failures),
             stale_served: l(&self.stale_served),
             stale_on_error: l(&self.stale_on_error),
+            tenant_bypasses: l(&self.tenant_bypasses),
+            tag_misses: l(&self.tag_misses),
+            warmed: l(&self.warmed),
         }
     }
 }
@@ -121,6 +127,12 @@ pub struct Stats {
     pub stale_served: u64,
     /// Expired values returned in place of a failed body (`stale_if_error`).
     pub stale_on_error: u64,
+    /// Calls that bypassed the cache because tenants are enforced and the call ran outside [`Cache::with_tenant`](crate::Cache::with_tenant); they touched no key.
+    pub tenant_bypasses: u64,
+    /// Entries found but not served because one of their tags was invalidated since they were stored (counted in `misses` too).
+    pub tag_misses: u64,
+    /// Values computed and stored by [`Cache::warm`](crate::Cache::warm).
+    pub warmed: u64,
 }
 
 impl Stats {

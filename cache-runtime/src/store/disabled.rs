@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Store, StoreError};
+use super::{Fetched, Store, StoreError};
 use crate::policy::lease::{LeaseFor, LeaseReply, Token};
 
 #[derive(Debug, Clone, Default)]
@@ -16,6 +16,22 @@ impl Store for DisabledStore {
     }
     async fn get_with_ttl(&self, _key: &str) -> Result<Option<(Bytes, Duration)>, StoreError> {
         Ok(None)
+    }
+    async fn fetch(
+        &self,
+        _key: &str,
+        _with_ttl: bool,
+        tags: &[String],
+    ) -> Result<Fetched, StoreError> {
+        Ok(Fetched {
+            tags: vec![None; tags.len()],
+            ..Fetched::default()
+        })
+    }
+    async fn tag_versions(&self, _tags: &[String], _ttl: Duration) -> Result<Vec<u64>, StoreError> {
+        // Never reached (a disabled cache stores nothing); an error keeps
+        // anything from being stored if it ever is.
+        Err(StoreError::Reply("caching is disabled".into()))
     }
     async fn set(&self, _key: &str, _value: Bytes, _ttl: Duration) -> Result<(), StoreError> {
         Ok(())

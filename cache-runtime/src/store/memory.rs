@@ -11,9 +11,10 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::ops::compute::Op;
 
-use super::{Store, StoreError};
+use super::{Fetched, Store, StoreError, parse_tag_version};
 use crate::key::glob_match;
 use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
+use crate::policy::tags::new_tag_version;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -93,6 +94,58 @@ impl Store for MemoryStore {
             let remaining = e.remaining();
             (e.bytes, remaining)
         }))
+    }
+
+    async fn fetch(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        tags: &[String],
+    ) -> Result<Fetched, StoreError> {
+        let entry = self.entries.get(key);
+        Ok(Fetched {
+            pttl: entry.as_ref().filter(|_| with_ttl).map(Entry::remaining),
+            value: entry.map(|e| e.bytes),
+            tags: tags
+                .iter()
+                .map(|t| self.entries.get(t).and_then(|e| parse_tag_version(&e.bytes)))
+                .collect(),
+        })
+    }
+
+    async fn tag_versions(&self, tags: &[String], ttl: Duration) -> Result<Vec<u64>, StoreError> {
+        let mut versions = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let mut version = 0;
+            self.entries
+                .entry_by_ref(tag.as_str())
+                .and_compute_with(|current| {
+                    let keep_until = Instant::now() + ttl;
+                    match Self::live(current) {
+                        Some(entry) if let Some(v) = parse_tag_version(&entry.bytes) => {
+                            version = v;
+                            if entry.expires_at < keep_until {
+                                Op::Put(Entry {
+                                    expires_at: keep_until,
+                                    ..entry
+                                })
+                            } else {
+                                Op::Nop
+                            }
+                        }
+                        // Absent, expired or garbage: a fresh version.
+                        _ => {
+                            version = new_tag_version();
+                            Op::Put(Entry {
+                                bytes: Bytes::from(version.to_string()),
+                                expires_at: keep_until,
+                            })
+                        }
+                    }
+                });
+            versions.push(version);
+        }
+        Ok(versions)
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {

@@ -46,6 +46,23 @@ impl StoreError {
     }
 }
 
+/// What [`Store::fetch`] read in one round trip.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    /// The raw stored bytes.
+    pub value: Option<Bytes>,
+    /// The key's remaining time to live, when asked for (`Duration::MAX`: no expiry).
+    pub pttl: Option<Duration>,
+    /// The current version of each tag asked for; `None`: the tag has no
+    /// version (never used, invalidated, or expired), so no entry can match it.
+    pub tags: Vec<Option<u64>>,
+}
+
+/// A tag version as stored: decimal text, readable by any client.
+pub(crate) fn parse_tag_version(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
 /// The operations every backend provides.
 pub(crate) trait Store: Send + Sync {
     /// The raw stored bytes, or `None` for a miss.
@@ -56,6 +73,23 @@ pub(crate) trait Store: Send + Sync {
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<(Bytes, Duration)>, StoreError>> + Send;
+    /// The value (with its remaining TTL when `with_ttl`) and the current
+    /// versions of `tags` (keys of tag versions), in one round trip.
+    fn fetch(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        tags: &[String],
+    ) -> impl Future<Output = Result<Fetched, StoreError>> + Send;
+    /// The current versions of `tags`, giving a fresh random version to each
+    /// that has none, and keeping each for at least `ttl` (the entry about to
+    /// be stored must not outlive the versions it records... or if it does,
+    /// it is a miss then, never a stale hit).
+    fn tag_versions(
+        &self,
+        tags: &[String],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
     /// Stores `value` under `key` for `ttl`, replacing whatever was there.
     fn set(
         &self,
@@ -148,6 +182,17 @@ impl Store for Backend {
     }
     async fn get_with_ttl(&self, key: &str) -> Result<Option<(Bytes, Duration)>, StoreError> {
         dispatch!(self, s => s.get_with_ttl(key))
+    }
+    async fn fetch(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        tags: &[String],
+    ) -> Result<Fetched, StoreError> {
+        dispatch!(self, s => s.fetch(key, with_ttl, tags))
+    }
+    async fn tag_versions(&self, tags: &[String], ttl: Duration) -> Result<Vec<u64>, StoreError> {
+        dispatch!(self, s => s.tag_versions(tags, ttl))
     }
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         dispatch!(self, s => s.set(key, value, ttl))

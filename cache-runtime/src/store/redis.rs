@@ -14,10 +14,11 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, RedisResult, Script, Value};
 
-use super::{Store, StoreError};
+use super::{Fetched, Store, StoreError, parse_tag_version};
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::lease::{self, LeaseFor, LeaseReply, Token, classify};
+use crate::policy::tags::{self, new_tag_version};
 
 // Scripts run as EVALSHA (loaded on the first NOSCRIPT); each touches one
 // key, so they run unchanged on Redis Cluster.
@@ -160,6 +161,15 @@ impl RedisStore {
     }
 }
 
+/// A `PTTL` reply: `-1` (no expiry) is `Duration::MAX`, `-2` (gone) zero.
+fn pttl_duration(pttl: i64) -> Duration {
+    match u64::try_from(pttl) {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) if pttl == -1 => Duration::MAX,
+        Err(_) => Duration::ZERO,
+    }
+}
+
 fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -192,12 +202,79 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        let ttl = match u64::try_from(pttl) {
-            Ok(ms) => Duration::from_millis(ms),
-            Err(_) if pttl == -1 => Duration::MAX,
-            Err(_) => Duration::ZERO,
+        Ok(value.map(|v| (Bytes::from(v), pttl_duration(pttl))))
+    }
+
+    async fn fetch(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        tags: &[String],
+    ) -> Result<Fetched, StoreError> {
+        // One pipeline of single-key commands (no MGET: on a cluster the
+        // tags live in other slots than the entry).
+        let replies: Vec<Value> = self
+            .guarded(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(key);
+                if with_ttl {
+                    pipe.cmd("PTTL").arg(key);
+                }
+                for tag in tags {
+                    pipe.cmd("GET").arg(tag);
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        let mut replies = replies.into_iter();
+        let bytes = |v: Option<Value>| match v {
+            Some(Value::BulkString(b)) => Some(b),
+            _ => None,
         };
-        Ok(value.map(|v| (Bytes::from(v), ttl)))
+        let value = bytes(replies.next()).map(Bytes::from);
+        let pttl = if with_ttl {
+            match replies.next() {
+                Some(Value::Int(ms)) => Some(pttl_duration(ms)),
+                _ => Some(Duration::ZERO),
+            }
+        } else {
+            None
+        };
+        let tags = replies
+            .map(|v| bytes(Some(v)).and_then(|b| parse_tag_version(&b)))
+            .collect();
+        Ok(Fetched { value, pttl, tags })
+    }
+
+    async fn tag_versions(&self, tags: &[String], ttl: Duration) -> Result<Vec<u64>, StoreError> {
+        let px = (ttl.as_millis() as u64).max(1);
+        let versions: Vec<Vec<u8>> = self
+            .guarded(|mut conn| async move {
+                // EVAL, not EVALSHA: a pipeline can not reload a script on
+                // NOSCRIPT, and the server caches the compiled script anyway.
+                let mut pipe = redis::pipe();
+                for tag in tags {
+                    pipe.cmd("EVAL")
+                        .arg(tags::ENSURE)
+                        .arg(1)
+                        .arg(tag)
+                        .arg(new_tag_version())
+                        .arg(px);
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        versions
+            .iter()
+            .map(|v| {
+                parse_tag_version(v).ok_or_else(|| {
+                    StoreError::Reply(format!(
+                        "a tag version is not a number: {:?}",
+                        String::from_utf8_lossy(v)
+                    ))
+                })
+            })
+            .collect()
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(prefix = "user", id = "user_id", version = 0)]
+async fn get_user(user_id: u64) -> u64 {
+    user_id
+}
+
+fn main() {}
