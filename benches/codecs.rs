@@ -1,7 +1,7 @@
 //! Codecs and compression: encoded size and encode/decode time of every
 //! codec x compression compiled in, against plain JSON.
 //!
-//! Two values: a user profile (~600 bytes of JSON, a typical cached row) and
+//! Two values: a user profile (~500 bytes of JSON, a typical cached row) and
 //! a list of 1,000 posts (~100 KB of JSON, a typical cached page). Each
 //! format encodes through the cache's own `Format::encode` and decodes
 //! through `split(..).decode()`, allocation included, as on the cache's hit

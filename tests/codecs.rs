@@ -47,7 +47,11 @@ async fn cache(server: &RedisServer, codec: Codec, compression: Compression) -> 
 async fn raw(server: &RedisServer, key: &str) -> Vec<u8> {
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap()
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 async fn set_raw(server: &RedisServer, key: &str, value: &[u8]) {
@@ -114,16 +118,28 @@ async fn every_format_reads_every_other() {
         let expected = Cache::scope(writer, posts(n)).await;
         let stored = raw(&server, &format!("c:posts:{n}")).await;
         let plain = codec == Codec::Json && compression == Compression::None;
-        assert_eq!(stored.first() == Some(&0xC2), !plain, "{codec:?} {compression:?}");
+        assert_eq!(
+            stored.first() == Some(&0xC2),
+            !plain,
+            "{codec:?} {compression:?}"
+        );
         if compression != Compression::None {
             let json = serde_json::to_vec(&expected).unwrap();
-            assert!(stored.len() < json.len() / 2, "{codec:?} {compression:?}: {} bytes", stored.len());
+            assert!(
+                stored.len() < json.len() / 2,
+                "{codec:?} {compression:?}: {} bytes",
+                stored.len()
+            );
         }
         for &(codec2, compression2) in &formats {
             let reader = cache(&server, codec2, compression2).await;
             let got = Cache::scope(reader.clone(), posts(n)).await;
             assert_eq!(got, expected, "written by {codec:?}, read by {codec2:?}");
-            assert_eq!(reader.stats().hits, 1, "written by {codec:?}/{compression:?}, read by {codec2:?}/{compression2:?}");
+            assert_eq!(
+                reader.stats().hits,
+                1,
+                "written by {codec:?}/{compression:?}, read by {codec2:?}/{compression2:?}"
+            );
         }
     }
 }
@@ -141,11 +157,17 @@ async fn foreign_bytes_are_misses_not_mis_decodes() {
         // An envelope whose tag list is cut short.
         ("truncated envelope", vec![0xC2, 0x00, 0x03, 1, 2, 3]),
         // A compressed payload that is not.
-        ("bad compression", vec![0xC2, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x00]),
+        (
+            "bad compression",
+            vec![0xC2, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x00],
+        ),
     ];
     // MessagePack written by another service, with no envelope: JSON can't
     // read it, and nothing guesses.
-    foreign.push(("headerless msgpack", vec![0x91, 0x84, 0xA2, b'i', b'd', 0x01]));
+    foreign.push((
+        "headerless msgpack",
+        vec![0x91, 0x84, 0xA2, b'i', b'd', 0x01],
+    ));
     for (i, (what, bytes)) in foreign.iter().enumerate() {
         for &(codec, compression) in &formats() {
             let cache = cache(&server, codec, compression).await;
@@ -154,7 +176,11 @@ async fn foreign_bytes_are_misses_not_mis_decodes() {
             let got = Cache::scope(cache.clone(), posts(i as u64)).await;
             assert_eq!(got.len(), i, "{what}");
             let stats = cache.stats();
-            assert_eq!((stats.decode_errors, stats.misses), (1, 1), "{what} read by {codec:?}/{compression:?}");
+            assert_eq!(
+                (stats.decode_errors, stats.misses),
+                (1, 1),
+                "{what} read by {codec:?}/{compression:?}"
+            );
             assert_ne!(raw(&server, &key).await, *bytes, "{what}: not overwritten");
         }
     }

@@ -41,7 +41,10 @@ async fn a_named_store_keeps_its_entries_apart() {
     let cache = Cache::builder()
         .redis_url(main.url())
         .namespace("app")
-        .store("flags", Cache::builder().redis_url(flags.url()).namespace("ff"))
+        .store(
+            "flags",
+            Cache::builder().redis_url(flags.url()).namespace("ff"),
+        )
         .build()
         .await
         .unwrap();
@@ -84,7 +87,11 @@ async fn named_stores_come_from_the_environment() {
         "CACHE_STORE_FLAGS_URL" => Some(flags_db.clone()),
         _ => None,
     };
-    let cache = CacheBuilder::from_lookup(env).unwrap().build().await.unwrap();
+    let cache = CacheBuilder::from_lookup(env)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     let named = cache.store("flags").unwrap();
     assert_eq!(named.store_kind(), StoreKind::Redis);
     // Every setting but the URL is the main cache's.
@@ -100,7 +107,10 @@ async fn named_stores_come_from_the_environment() {
     .build()
     .await
     .unwrap();
-    assert_eq!(memory.store("flags").unwrap().store_kind(), StoreKind::Memory);
+    assert_eq!(
+        memory.store("flags").unwrap().store_kind(),
+        StoreKind::Memory
+    );
 }
 
 #[tokio::test]
@@ -131,7 +141,13 @@ async fn an_unconfigured_store_is_a_start_up_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ConfigError::InvalidSetting { setting: "store", .. }),
+        matches!(
+            err,
+            ConfigError::InvalidSetting {
+                setting: "store",
+                ..
+            }
+        ),
         "{err:?}"
     );
     // Named stores do not nest.
@@ -147,7 +163,10 @@ async fn an_unconfigured_store_is_a_start_up_error() {
 #[tokio::test]
 async fn a_disabled_cache_disables_named_stores() {
     let cache = Cache::builder().disabled().build().await.unwrap();
-    assert_eq!(cache.store("flags").unwrap().store_kind(), StoreKind::Disabled);
+    assert_eq!(
+        cache.store("flags").unwrap().store_kind(),
+        StoreKind::Disabled
+    );
     Cache::scope(cache.clone(), async {
         flag("x".to_owned()).await;
         flag("x".to_owned()).await;

@@ -143,7 +143,12 @@ async fn invalidating_a_tag_touches_one_key() {
         .filter(|k| k.starts_with("cost:author:7:post:"))
         .count();
     assert_eq!(entries, 200);
-    assert_eq!(server.get("cost#tag:posts").map(|v| v.parse::<u64>().is_ok()), Some(true));
+    assert_eq!(
+        server
+            .get("cost#tag:posts")
+            .map(|v| v.parse::<u64>().is_ok()),
+        Some(true)
+    );
     let deletes_before = server.command_calls("unlink") + server.command_calls("del");
     let scans_before = server.command_calls("scan");
 
@@ -193,7 +198,10 @@ async fn a_result_read_before_a_tag_invalidation_is_not_served() {
     Cache::scope(cache.clone(), edit_author(&db, 3)).await;
     db.gate.send_replace(true);
     assert_eq!(reader.await.unwrap(), "author 3 post 1 rev 1");
-    assert!(server.exists("race:author:3:post:1"), "the stale result was stored");
+    assert!(
+        server.exists("race:author:3:post:1"),
+        "the stale result was stored"
+    );
 
     let fresh = Cache::scope(cache.clone(), post(&db, 3, 1)).await;
     assert_eq!(fresh, "author 3 post 1 rev 2");
@@ -226,7 +234,13 @@ async fn lost_or_garbage_versions_are_misses() {
     call().await;
     call().await;
     assert_eq!(db.calls(), 3);
-    assert!(server.get("lost#tag:author:4").unwrap().parse::<u64>().is_ok());
+    assert!(
+        server
+            .get("lost#tag:author:4")
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
     // Version keys outlive the entries recorded against them.
     assert!(server.pttl("lost#tag:author:4") > server.pttl("lost:author:4:post:1"));
 }
@@ -266,7 +280,10 @@ async fn reused_versions_are_stale_for_at_most_the_window() {
             break;
         }
         let stale_for = invalidated.elapsed();
-        assert!(stale_for <= window + Duration::from_millis(300), "stale for {stale_for:?}");
+        assert!(
+            stale_for <= window + Duration::from_millis(300),
+            "stale for {stale_for:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // This process's own invalidation is seen at once.
@@ -280,7 +297,9 @@ async fn tags_belong_to_a_tenant() {
     let server = RedisServer::start();
     let cache = redis_cache(&server, "tt").await;
     let db = Db::new();
-    let call = |tenant: &'static str| Cache::scope(cache.clone(), Cache::with_tenant(tenant, post(&db, 6, 1)));
+    let call = |tenant: &'static str| {
+        Cache::scope(cache.clone(), Cache::with_tenant(tenant, post(&db, 6, 1)))
+    };
     call("a").await;
     call("b").await;
     assert_eq!(db.calls(), 2);

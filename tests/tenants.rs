@@ -56,7 +56,11 @@ async fn no_tenant_reads_another_tenants_entry() {
         for tenant in TENANTS.iter().chain(&[""]) {
             for id in ["1", "1:x", "*"] {
                 let got = Cache::with_tenant(tenant, invoice(id.to_owned())).await;
-                let who = if tenant.is_empty() { String::new() } else { tenant.to_string() };
+                let who = if tenant.is_empty() {
+                    String::new()
+                } else {
+                    tenant.to_string()
+                };
                 assert_eq!(got, format!("invoice {id} of {who:?}"));
             }
         }
@@ -95,7 +99,10 @@ async fn invalidation_stays_inside_the_tenant() {
     .await;
     let keys = server.keys();
     assert!(!keys.contains(&"inv@%2A:invoice:1".to_owned()), "{keys:?}");
-    assert!(!keys.contains(&"inv@org-1:invoice:1".to_owned()), "{keys:?}");
+    assert!(
+        !keys.contains(&"inv@org-1:invoice:1".to_owned()),
+        "{keys:?}"
+    );
     // Everyone else's entries are intact.
     assert_eq!(keys.len(), TENANTS.len() + 1 - 2, "{keys:?}");
     assert!(keys.contains(&"inv:invoice:1".to_owned()));

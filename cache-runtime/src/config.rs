@@ -225,7 +225,8 @@ impl Default for CacheBuilder {
     }
 }
 
-/// Environment variables read by [`CacheBuilder::from_env`].
+/// Environment variables read by [`CacheBuilder::from_env`] (`CACHE_STORE_<NAME>_URL`
+/// stands for one variable per named store).
 pub const ENV_VARS: &[&str] = &[
     "REDIS_URL",
     "CACHE_DISABLED",
@@ -642,8 +643,10 @@ impl CacheBuilder {
             })
         };
         if let Some(c) = self.namespace.chars().find(|c| {
-            matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '#' | '%' | '@')
-                || c.is_whitespace()
+            matches!(
+                c,
+                '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '#' | '%' | '@'
+            ) || c.is_whitespace()
                 || c.is_control()
         }) {
             return bad(

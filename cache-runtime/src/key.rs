@@ -346,10 +346,19 @@ mod tests {
     #[test]
     fn tenants_and_tags_have_their_own_keyspace() {
         assert_eq!(tenant_key("ns", None, KeyKind::Entry, "1"), "ns:t:1");
-        assert_eq!(tenant_key("ns", Some("org-7"), KeyKind::Entry, "1"), "ns@org-7:t:1");
-        assert_eq!(tenant_key("ns", Some("a:b"), KeyKind::Entry, "1"), "ns@a%3Ab:t:1");
+        assert_eq!(
+            tenant_key("ns", Some("org-7"), KeyKind::Entry, "1"),
+            "ns@org-7:t:1"
+        );
+        assert_eq!(
+            tenant_key("ns", Some("a:b"), KeyKind::Entry, "1"),
+            "ns@a%3Ab:t:1"
+        );
         assert_eq!(tenant_key("ns", None, KeyKind::Tag, "1"), "ns#tag:t:1");
-        assert_eq!(tenant_key("ns", Some("o"), KeyKind::Tag, "1"), "ns@o#tag:t:1");
+        assert_eq!(
+            tenant_key("ns", Some("o"), KeyKind::Tag, "1"),
+            "ns@o#tag:t:1"
+        );
         assert_eq!(tenant_key("", None, KeyKind::Entry, "1"), "t:1");
         assert_eq!(tenant_key("", Some("o"), KeyKind::Entry, "1"), "@o:t:1");
     }

@@ -72,7 +72,10 @@ pub use store::StoreKind;
 /// | `id = "user_id"` | a parameter (or field path) appended to the key as `:<value>` |
 /// | `ttl = 1800` / `ttl = "30m"` | seconds, or `ms`/`s`/`m`/`h`/`d`; default: the cache's default TTL |
 /// | `skip = [db, pool]` | parameters that do not change the result, left out of the key |
-/// | `invalidate = [...]` | after success: `get_user(user_id)` (another cached function's key, type-checked), `"user:{user_id}"` (an exact key), `"user:{user_id}:posts:*"` (a pattern: `*`, `?` or `[`) |
+/// | `invalidate = [...]` | after success: `get_user(user_id)` (another cached function's key, type-checked), `"user:{user_id}"` (an exact key), `"user:{user_id}:posts:*"` (a pattern: `*`, `?` or `[`), `tag("user:{user_id}")` (every entry carrying that tag) |
+/// | `tags = ["user:{user_id}", "posts"]` | read and write-through functions: labels for the entry, templates of the key's parameters; invalidating a tag makes every entry carrying it a miss, at the cost of one deletion |
+/// | `version = 2` | appends `:v2` to the key, so a changed return type never reads entries of the old one |
+/// | `store = "flags"` | use the named store `flags` ([`CacheBuilder::store`], `CACHE_STORE_FLAGS_URL`); a name that is not configured fails [`CacheBuilder::build`] |
 /// | `cache_none = true` | for `Option<T>` returns: store `None` too |
 /// | `lease = false` | read functions: no cross-process lease on a miss (plain cache-aside); default: the cache's setting, on |
 /// | `lease_ttl = "5s"` | read functions: how long a lease holds before another process may take it over; longer than the slowest body; default: the cache's setting (5 s) |
@@ -93,7 +96,17 @@ pub use store::StoreKind;
 /// `Result<T, E>` stores only `Ok(T)`; `Option<T>` stores `Some` (and `None`
 /// with `cache_none`), so a stored `None` and a miss stay distinguishable;
 /// any other `T` is stored as is. The stored type must be
-/// `Serialize + DeserializeOwned` ([`Cacheable`]); values are plain JSON.
+/// `Serialize + DeserializeOwned` ([`Cacheable`]); values are plain JSON
+/// unless the cache is configured with another [`Codec`] or compression (see
+/// [`codec`]).
+///
+/// # Tags, tenants, warming
+///
+/// Tags are version counters ([`policy::tags`]): an entry records its tags'
+/// versions and is a miss once any has moved; invalidating a tag
+/// ([`Cache::invalidate_tag`], `invalidate = [tag("...")]`) deletes one key
+/// whatever it covers. [`Cache::with_tenant`] gives a task its own keyspace;
+/// [`Cache::warm`] recomputes and stores every read function it calls.
 ///
 /// # Under concurrency
 ///
@@ -108,7 +121,7 @@ pub use store::StoreKind;
 ///
 /// # Keys
 ///
-/// `<namespace>:<prefix>[:<id>]`, e.g. `app:user:42`. A bare `#[cached]`
+/// `<namespace>[@<tenant>]:<prefix>[:<id>][:v<version>]`, e.g. `app:user:42`. A bare `#[cached]`
 /// keys on the function's name and every non-skipped parameter, in order
 /// (`app:get_user:42`). Interpolated values are escaped (see [`key`]), so
 /// keys are injective and a value can never widen a pattern.
@@ -127,7 +140,9 @@ pub use store::StoreKind;
 /// no `prefix`; `lease`, `lease_ttl`, `early_refresh`,
 /// `stale_while_revalidate` or `stale_if_error` on a write or write-through
 /// function; `lease_ttl` with `lease = false`; a zero `lease_ttl` or
-/// `early_refresh`. A typed invalidation `get_user(user_id)` expands to a call of
+/// `early_refresh`; a tag using an unknown or skipped parameter, a wildcard,
+/// or repeated; `tags` or `version` on a write function; `version = 0`; a
+/// malformed `store` name; `tag(..)` without one string literal. A typed invalidation `get_user(user_id)` expands to a call of
 /// `get_user::key(&user_id)`, so rustc checks that `get_user` is a cached
 /// function and that the arguments have the right types.
 ///

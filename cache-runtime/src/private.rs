@@ -377,7 +377,9 @@ impl Invalidations {
     #[inline]
     pub fn template(mut self, write_key: impl FnOnce(&mut KeyBuilder)) -> Self {
         if let Some(g) = self.group(self.own) {
-            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
+            let key = g
+                .cache
+                .key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
             g.keys.push(key);
         }
         self
@@ -387,7 +389,9 @@ impl Invalidations {
     #[inline]
     pub fn pattern(mut self, write_key: impl FnOnce(&mut KeyBuilder)) -> Self {
         if let Some(g) = self.group(self.own) {
-            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
+            let key = g
+                .cache
+                .key_for(g.tenant.as_deref(), KeyKind::Entry, write_key);
             g.patterns.push(key);
         }
         self
@@ -397,7 +401,9 @@ impl Invalidations {
     #[inline]
     pub fn tag(mut self, write_tag: impl FnOnce(&mut KeyBuilder)) -> Self {
         if let Some(g) = self.group(self.own) {
-            let key = g.cache.key_for(g.tenant.as_deref(), KeyKind::Tag, write_tag);
+            let key = g
+                .cache
+                .key_for(g.tenant.as_deref(), KeyKind::Tag, write_tag);
             g.keys.push(key);
         }
         self

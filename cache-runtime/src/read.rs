@@ -117,7 +117,10 @@ async fn look<V: Cacheable>(
                 .await
                 .map(|o| (o.map(|(b, t)| (b, Some(t))), versions))
         } else {
-            store.get(key).await.map(|o| (o.map(|b| (b, None)), versions))
+            store
+                .get(key)
+                .await
+                .map(|o| (o.map(|b| (b, None)), versions))
         }
     } else {
         store.fetch(key, eff.needs_ttl(), tags).await.map(|f| {
@@ -176,8 +179,7 @@ fn decode_current<V: Cacheable>(
     count: bool,
 ) -> Option<V> {
     let decoded = crate::codec::split(bytes).and_then(|stored| {
-        let recorded = (0..stored.tag_count()).map(|i| stored.tag_version(i));
-        if !tags::current(recorded, current) {
+        if !tags::current(stored.tag_versions(), current) {
             return Ok(None);
         }
         stored.decode().map(Some)
@@ -253,11 +255,7 @@ where
 {
     let counters = &*cache.inner.counters;
     let eff = Effective::new(cache, spec);
-    let call = Miss {
-        key,
-        tags,
-        eff,
-    };
+    let call = Miss { key, tags, eff };
     if warming() {
         return Box::pin(warm::<S, R, F>(spec, cache, &call, body)).await;
     }

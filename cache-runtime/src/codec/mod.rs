@@ -344,7 +344,12 @@ pub enum ParseFormatError {
 }
 
 impl ParseFormatError {
-    #[allow(dead_code)] // unused when every feature is enabled
+    #[cfg(not(all(
+        feature = "msgpack",
+        feature = "postcard",
+        feature = "lz4",
+        feature = "zstd"
+    )))]
     fn not_compiled(value: &str, feature: &'static str) -> Self {
         Self::NotCompiled {
             value: value.to_owned(),

@@ -6,7 +6,7 @@ pub(crate) mod lease;
 pub mod refresh;
 pub(crate) mod retry;
 pub(crate) mod single_flight;
-pub(crate) mod tags;
+pub mod tags;
 pub use breaker::BreakerState;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //!   tag covers ten entries or ten million. No key is enumerated; the stale
 //!   entries stay until their TTL and are never served.
 //! - A tag without a version matches no entry. The next store gives it a
-//!   fresh random version ([`ENSURE`]), so a version can not come back and
+//!   fresh random version (the `ENSURE` script), so a version can not come back and
 //!   revive old entries (2^-64 odds per re-creation).
 //! - Versions are read *before* the body runs and recorded with its result:
 //!   a tag invalidated while the body ran leaves the stored entry already

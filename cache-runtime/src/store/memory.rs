@@ -108,7 +108,11 @@ impl Store for MemoryStore {
             value: entry.map(|e| e.bytes),
             tags: tags
                 .iter()
-                .map(|t| self.entries.get(t).and_then(|e| parse_tag_version(&e.bytes)))
+                .map(|t| {
+                    self.entries
+                        .get(t)
+                        .and_then(|e| parse_tag_version(&e.bytes))
+                })
                 .collect(),
         })
     }
