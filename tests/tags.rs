@@ -344,3 +344,35 @@ async fn versions_are_key_segments() {
     assert_eq!(stats.decode_errors, 1);
     assert_eq!((stats.misses, stats.hits), (2, 1));
 }
+
+/// `Cache::warm` recomputes and stores entries whether or not they are
+/// there, with their tags' versions, so what it stores is served (and
+/// invalidated by tag) like any other entry.
+#[tokio::test]
+async fn warming_overwrites_present_entries() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "warm").await;
+    let db = Db::new();
+    Cache::scope(cache.clone(), async {
+        assert_eq!(post(&db, 8, 1).await, "author 8 post 1 rev 1");
+        // The row changes behind the cache's back; warming picks it up.
+        db.revision.store(5, SeqCst);
+        Cache::warm(async {
+            for id in 1..=3 {
+                post(&db, 8, id).await;
+            }
+        })
+        .await;
+        assert_eq!(db.calls(), 4);
+        for id in 1..=3 {
+            assert_eq!(post(&db, 8, id).await, format!("author 8 post {id} rev 5"));
+        }
+        assert_eq!(db.calls(), 4, "warmed entries are hits");
+        edit_author(&db, 8).await;
+        assert_eq!(post(&db, 8, 2).await, "author 8 post 2 rev 6");
+    })
+    .await;
+    let stats = cache.stats();
+    assert_eq!(stats.warmed, 3);
+    assert_eq!(stats.hits, 3);
+}
