@@ -533,23 +533,8 @@ where
     let Some(leader) = cache.inner.flights.try_lead(key) else {
         return S::from_stored(servable);
     };
-    let lease = if eff.leases {
-        let token = Token::new();
-        match cache
-            .inner
-            .store
-            .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
-            .await
-        {
-            Ok(LeaseReply::Acquired) => Some(LeaseGuard::new(cache, key, token)),
-            Ok(LeaseReply::Held(_)) => return S::from_stored(servable),
-            Err(e) => {
-                cache.store_failed(&e);
-                return S::from_stored(servable);
-            }
-        }
-    } else {
-        None
+    let Ok(lease) = lease_over_present(cache, key, eff).await else {
+        return S::from_stored(servable);
     };
     Counters::bump(&counters.refreshes);
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
@@ -593,6 +578,33 @@ where
     result
 }
 
+/// A lease over whatever `key` holds, for a refresh or warming: `Ok(None)`
+/// with leases off, `Err` when another caller holds one or the store did
+/// not answer (counted).
+async fn lease_over_present(
+    cache: &Cache,
+    key: &str,
+    eff: &Effective,
+) -> Result<Option<LeaseGuard>, ()> {
+    if !eff.leases {
+        return Ok(None);
+    }
+    let token = Token::new();
+    match cache
+        .inner
+        .store
+        .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
+        .await
+    {
+        Ok(LeaseReply::Acquired) => Ok(Some(LeaseGuard::new(cache, key, token))),
+        Ok(LeaseReply::Held(_)) => Err(()),
+        Err(e) => {
+            cache.store_failed(&e);
+            Err(())
+        }
+    }
+}
+
 /// A call inside [`Cache::warm`]: no lookup; run the body and store its
 /// result under a lease taken over whatever is there (readers keep being
 /// served the present value until the fill), like a refresh.
@@ -603,24 +615,9 @@ where
     F: Future<Output = R>,
 {
     let (key, eff) = (call.key.as_str(), &call.eff);
-    let lease = if eff.leases {
-        let token = Token::new();
-        match cache
-            .inner
-            .store
-            .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
-            .await
-        {
-            Ok(LeaseReply::Acquired) => Some(LeaseGuard::new(cache, key, token)),
-            // Another caller is computing it right now: theirs will do.
-            Ok(LeaseReply::Held(_)) => return body.await,
-            Err(e) => {
-                cache.store_failed(&e);
-                return body.await;
-            }
-        }
-    } else {
-        None
+    // Held: another caller is computing it right now, theirs will do.
+    let Ok(lease) = lease_over_present(cache, key, eff).await else {
+        return body.await;
     };
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
