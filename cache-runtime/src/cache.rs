@@ -427,6 +427,10 @@ impl Cache {
 
     /// Reads and decodes the value under `key`; `None` on a miss and on any
     /// failure (counted and logged, never returned).
+    ///
+    /// This reads the key as it is: it does not know the tags of an entry a
+    /// `#[cached(tags = ..)]` function stored, so it does not check them.
+    /// Call the function to get tag-checked reads.
     pub async fn get<T: Cacheable>(&self, key: &str) -> Option<T> {
         match self.lookup(key).await {
             Lookup::Hit(value) => Some(value),
