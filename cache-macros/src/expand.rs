@@ -410,6 +410,7 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             stale_if_error: #stale_if_error,
             load_time: #krate::__private::LoadTime::new(),
             store: #store,
+            metrics: #krate::__private::SpecMetrics::new(),
         };
     };
     let new_body = match plan.mode {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::codec::{Cacheable, CodecError, Format};
 use crate::config::{CacheBuilder, ConfigError, NamedStore, StoreConfig, redact_url};
 use crate::key::{KeyBuilder, KeyKind};
+use crate::metrics::{ErrorKind, InvalidationKind};
 use crate::policy::lease::{Content, classify};
 use crate::policy::retry::RetryQueue;
 use crate::policy::single_flight::Flights;
@@ -100,6 +101,36 @@ pub(crate) fn current_tenant() -> Option<Arc<str>> {
 #[inline]
 pub(crate) fn warming() -> bool {
     WARMING.try_with(|_| ()).is_ok()
+}
+
+/// The answer of [`Cache::health`], ready to serialize for an endpoint.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// The store answered (or needs no answer: memory, disabled), and so
+    /// did every named store.
+    pub healthy: bool,
+    /// What kind of store this is.
+    pub store: StoreKind,
+    /// The cache's namespace.
+    pub namespace: String,
+    /// The `PING` round trip (Redis, when it answered); serialized as
+    /// `ping_ms`.
+    #[serde(rename = "ping_ms", serialize_with = "opt_millis")]
+    pub ping: Option<Duration>,
+    /// The circuit breaker's state (Redis).
+    pub breaker: Option<BreakerState>,
+    /// Why the store did not answer.
+    pub error: Option<String>,
+    /// The named stores' health, by name.
+    pub stores: BTreeMap<String, Health>,
+}
+
+fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1e3)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The error of [`try_install`]: a cache was installed already.
@@ -199,7 +230,14 @@ impl Cache {
         CacheBuilder::from_env()?.build().await
     }
 
-    pub(crate) async fn from_builder(mut b: CacheBuilder) -> Result<Cache, ConfigError> {
+    pub(crate) async fn from_builder(b: CacheBuilder) -> Result<Cache, ConfigError> {
+        crate::metrics::describe();
+        Cache::build_store(b, "default").await
+    }
+
+    /// Builds the cache of the store `label` (`default`, or a named store's
+    /// name), which labels its metrics.
+    async fn build_store(mut b: CacheBuilder, label: &str) -> Result<Cache, ConfigError> {
         let mut stores = BTreeMap::new();
         for (name, named) in std::mem::take(&mut b.stores) {
             // `build` resolved every named store to a full builder.
@@ -207,10 +245,10 @@ impl Cache {
                 continue;
             };
             // Boxed: an async fn can not recurse into itself unboxed.
-            let cache = Box::pin(Cache::from_builder(*sub)).await?;
+            let cache = Box::pin(Cache::build_store(*sub, &name)).await?;
             stores.insert(name, cache);
         }
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(label));
         let store = match &b.store {
             StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
             StoreConfig::Disabled => Backend::Disabled(DisabledStore),
@@ -229,9 +267,10 @@ impl Cache {
                     scan_count: b.scan_count,
                     delete_batch: b.delete_batch,
                 };
-                let store = RedisStore::new(client, options).map_err(|e| invalid(e.to_string()))?;
+                let store = RedisStore::new(client, options, counters.clone())
+                    .map_err(|e| invalid(e.to_string()))?;
                 match store.ping().await {
-                    Ok(()) => tracing::info!(url = %redact_url(url), "cache connected to Redis"),
+                    Ok(_) => tracing::info!(url = %redact_url(url), "cache connected to Redis"),
                     Err(e) => tracing::warn!(
                         url = %redact_url(url),
                         error = %e,
@@ -368,9 +407,114 @@ impl Cache {
         self.inner.store.breaker_state()
     }
 
-    /// A snapshot of this cache's counters.
+    /// A snapshot of this cache's counters (its own store; a named store's
+    /// are at [`store(name)`](Self::store)`.stats()`). Per-function
+    /// counters: [`function_stats`](crate::function_stats).
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
+    }
+
+    /// Whether the store answers, for a health endpoint: a `PING` past the
+    /// circuit breaker (bounded by the connect timeout) with its round
+    /// trip, the breaker's state, and the same for every named store.
+    /// The memory and disabled stores are always healthy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::{Cache, StoreKind};
+    ///
+    /// let cache = Cache::builder().memory().build().await?;
+    /// let health = cache.health().await;
+    /// assert!(health.healthy);
+    /// assert_eq!(health.store, StoreKind::Memory);
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> Health {
+        let (ping, error) = match &self.inner.store {
+            Backend::Redis(redis) => match redis.ping().await {
+                Ok(took) => (Some(took), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Backend::Memory(_) | Backend::Disabled(_) => (None, None),
+        };
+        let mut stores = BTreeMap::new();
+        for (name, cache) in &self.inner.stores {
+            stores.insert(name.clone(), Box::pin(cache.health()).await);
+        }
+        Health {
+            healthy: error.is_none() && stores.values().all(|h: &Health| h.healthy),
+            store: self.store_kind(),
+            namespace: self.inner.namespace.clone(),
+            ping,
+            breaker: self.breaker_state(),
+            error,
+            stores,
+        }
+    }
+
+    /// Removes every key of this cache's namespace: entries of every
+    /// tenant, tag versions and lease records (SCAN + UNLINK in batches,
+    /// never `KEYS`), then does the same in each named store. For an admin
+    /// "clear cache" action; other namespaces in the same Redis are left
+    /// alone. The number of keys removed, or `None` when a store did not
+    /// confirm (logged and counted; nothing is retried: run it again) or
+    /// the namespace is empty (that would be every key of the database).
+    ///
+    /// A read whose body is running while the namespace is cleared loses
+    /// its lease and does not store what it read (see `leases_lost`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::ConfigError> {
+    /// use cache_runtime::{Cache, cached};
+    ///
+    /// #[cached(prefix = "square", id = "n")]
+    /// async fn square(n: u64) -> u64 { n * n }
+    ///
+    /// let cache = Cache::builder().namespace("app").build().await?;
+    /// Cache::scope(cache.clone(), async {
+    ///     square(2).await;
+    ///     square(3).await;
+    /// }).await;
+    /// assert_eq!(cache.clear_namespace().await, Some(2));
+    /// # Ok(()) }
+    /// ```
+    pub async fn clear_namespace(&self) -> Option<u64> {
+        let mut removed = Some(0);
+        if !matches!(self.inner.store, Backend::Disabled(_)) {
+            let namespace = &self.inner.namespace;
+            removed = if namespace.is_empty() {
+                tracing::warn!(
+                    "clear_namespace needs a namespace: with an empty one it would remove every key of the database; nothing removed"
+                );
+                None
+            } else {
+                // `ns:` entries, `ns@tenant` keys, `ns#tag:` versions; the
+                // namespace holds no glob characters (checked at build).
+                let pattern = format!("{namespace}[:@#]*");
+                if let Some(reused) = &self.inner.reused_versions {
+                    reused.forget_all();
+                }
+                match self.inner.store.delete_pattern(&pattern).await {
+                    Ok(n) => {
+                        self.inner
+                            .counters
+                            .invalidated(InvalidationKind::Pattern, 1);
+                        tracing::info!(namespace, removed = n, "cache namespace cleared");
+                        Some(n)
+                    }
+                    Err(e) => {
+                        self.inner.counters.error(ErrorKind::InvalidationFailed, 1);
+                        self.degraded("clearing the cache namespace failed (run it again)", &e);
+                        None
+                    }
+                }
+            };
+        }
+        for cache in self.inner.stores.values() {
+            let theirs = Box::pin(cache.clear_namespace()).await;
+            removed = removed.zip(theirs).map(|(a, b)| a + b);
+        }
+        removed
     }
 
     /// Builds a key in this cache's namespace and the current task's
@@ -485,7 +629,7 @@ impl Cache {
     }
 
     pub(crate) fn decode_failed(&self, e: &CodecError) {
-        Counters::bump(&self.inner.counters.decode_errors);
+        self.inner.counters.error(ErrorKind::Decode, 1);
         self.degraded(
             "a stored value does not decode into the return type; treated as a miss and overwritten",
             e,
@@ -498,7 +642,7 @@ impl Cache {
         let counters = &self.inner.counters;
         match e {
             StoreError::WrongType(e) => {
-                Counters::bump(&counters.decode_errors);
+                counters.error(ErrorKind::Decode, 1);
                 Counters::bump(&counters.misses);
                 self.degraded(
                     "the key holds a foreign Redis value; treated as a miss and overwritten",
@@ -524,7 +668,7 @@ impl Cache {
         match self.inner.format.encode(value, tag_versions) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                Counters::bump(&self.inner.counters.encode_errors);
+                self.inner.counters.error(ErrorKind::Encode, 1);
                 self.degraded(
                     "a result could not be encoded; returned without storing it",
                     &e,
@@ -583,11 +727,7 @@ impl Cache {
         let mut failed_patterns = Vec::new();
         if !keys.is_empty() {
             match self.inner.store.delete(&keys).await {
-                Ok(_) => {
-                    counters
-                        .invalidations
-                        .fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
+                Ok(_) => counters.invalidated(InvalidationKind::Key, keys.len() as u64),
                 Err(e) => {
                     self.invalidation_failed(&e);
                     unavailable = e.is_unavailable();
@@ -601,7 +741,7 @@ impl Cache {
                 continue;
             }
             match self.inner.store.delete_pattern(&pattern).await {
-                Ok(_) => Counters::bump(&counters.invalidations),
+                Ok(_) => counters.invalidated(InvalidationKind::Pattern, 1),
                 Err(e) => {
                     self.invalidation_failed(&e);
                     unavailable = e.is_unavailable();
@@ -629,7 +769,7 @@ impl Cache {
     }
 
     fn invalidation_failed(&self, e: &StoreError) {
-        Counters::bump(&self.inner.counters.invalidation_failures);
+        self.inner.counters.error(ErrorKind::InvalidationFailed, 1);
         if let Some(held_back) = self.inner.log.permit() {
             tracing::warn!(error = %e, held_back, "cache invalidation failed; retrying in the background");
         }
@@ -638,13 +778,13 @@ impl Cache {
     pub(crate) fn store_failed(&self, e: &StoreError) {
         let counters = &self.inner.counters;
         match e {
-            StoreError::Timeout(_) => Counters::bump(&counters.timeouts),
+            StoreError::Timeout(_) => counters.error(ErrorKind::Timeout, 1),
             StoreError::BreakerOpen => {
                 // Expected while the breaker is open: count, do not log.
-                Counters::bump(&counters.breaker_rejections);
+                counters.error(ErrorKind::BreakerOpen, 1);
                 return;
             }
-            _ => Counters::bump(&counters.store_errors),
+            _ => counters.error(ErrorKind::Connection, 1),
         }
         self.degraded(
             "cache store operation failed; the call runs without the cache",

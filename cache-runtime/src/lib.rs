@@ -45,6 +45,7 @@ mod cache;
 pub mod codec;
 mod config;
 pub mod key;
+pub mod metrics;
 pub mod policy;
 mod read;
 mod stats;
@@ -54,9 +55,10 @@ mod store;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use cache::{AlreadyInstalled, Cache, install, try_install};
+pub use cache::{AlreadyInstalled, Cache, Health, install, try_install};
 pub use codec::{Cacheable, Codec, Compression};
 pub use config::{CacheBuilder, ConfigError, ENV_VARS, redact_url};
+pub use metrics::{FunctionStats, function_stats};
 pub use policy::BreakerState;
 pub use stats::Stats;
 pub use store::StoreKind;

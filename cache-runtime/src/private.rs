@@ -2,8 +2,10 @@
 //! signatures change with the macro, which is always the same version.
 
 use std::future::Future;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
+use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::cache::{Current, Unresolved, current_in, current_tenant};
 use crate::codec::Cacheable;
 pub use crate::key::KeyBuilder;
 use crate::key::KeyKind;
+pub use crate::metrics::SpecMetrics;
 pub use crate::policy::refresh::LoadTime;
 use crate::stats::Counters;
 use crate::store::Backend;
@@ -40,6 +43,8 @@ pub struct Spec {
     pub load_time: LoadTime,
     /// `store = "flags"`: a named store; `None`: the cache's own store.
     pub store: Option<&'static str>,
+    /// Per-function counters and metric keys.
+    pub metrics: SpecMetrics,
 }
 
 /// A function's use of a named store, registered by the macro so that
@@ -269,7 +274,20 @@ where
     let Some(cache) = call.cache else {
         return body.await;
     };
-    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body).await
+    // One span per call, at DEBUG: free while that level is off. The body
+    // runs inside it, so the database's own spans nest under the call.
+    let span = tracing::debug_span!(
+        "cached",
+        function = spec.name,
+        key = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record("key", call.key.as_str());
+    }
+    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body, &span)
+        .instrument(span.clone())
+        .await
 }
 
 /// Write-through: always runs the body; on success invalidates the listed

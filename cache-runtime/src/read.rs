@@ -12,6 +12,7 @@
 //! - the cache never fails a call: a store that does not answer makes the
 //!   call run its body, as before.
 
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use crate::__private::{Shape, Spec};
 use crate::Cache;
 use crate::cache::{Lookup, warming};
 use crate::codec::Cacheable;
+use crate::metrics::Event;
 use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
 use crate::policy::single_flight::{Leader, Outcome, Role};
@@ -247,6 +249,7 @@ pub(crate) async fn read<S, R, F>(
     key: String,
     tags: Vec<String>,
     body: F,
+    span: &tracing::Span,
 ) -> R
 where
     S: Shape<R>,
@@ -257,6 +260,7 @@ where
     let eff = Effective::new(cache, spec);
     let call = Miss { key, tags, eff };
     if warming() {
+        span.record("outcome", "warm");
         return Box::pin(warm::<S, R, F>(spec, cache, &call, body)).await;
     }
     let eff = &call.eff;
@@ -269,7 +273,8 @@ where
             stale_for: None,
             refreshing,
         } => {
-            Counters::bump(&counters.hits);
+            count(spec, &counters.hits, Event::Hit);
+            span.record("outcome", "hit");
             if !refreshing
                 && eff.beta > 0.0
                 && let (Some(remaining), Some(delta)) = (remaining, spec.load_time.get())
@@ -286,20 +291,26 @@ where
             ..
         } => {
             if stale_for < eff.swr {
-                Counters::bump(&counters.hits);
-                Counters::bump(&counters.stale_served);
+                count(spec, &counters.hits, Event::Hit);
+                count(spec, &counters.stale_served, Event::StaleServed);
+                span.record("outcome", "stale");
                 if refreshing {
                     return S::from_stored(value);
                 }
                 return Box::pin(refresh::<S, R, F>(spec, cache, &call, value, body)).await;
             }
-            Counters::bump(&counters.misses);
+            count(spec, &counters.misses, Event::Miss);
+            span.record("outcome", "miss");
             if stale_for < eff.sie {
                 stale = Some(value);
             }
         }
-        Found::Miss => Counters::bump(&counters.misses),
+        Found::Miss => {
+            count(spec, &counters.misses, Event::Miss);
+            span.record("outcome", "miss");
+        }
         Found::Unavailable => {
+            span.record("outcome", "unavailable");
             return Box::pin(unreachable::<S, R, F>(spec, cache, call.key, body)).await;
         }
     }
@@ -331,12 +342,12 @@ where
             Role::Follower(follower) => match follower.wait().await {
                 Outcome::Done(Some(bytes)) => {
                     if let Some(value) = cache.decode::<S::Value>(&bytes) {
-                        Counters::bump(&cache.inner.counters.coalesced);
+                        count(spec, &cache.inner.counters.coalesced, Event::Coalesced);
                         return S::from_stored(value);
                     }
-                    return body.await;
+                    return timed(spec, body).await;
                 }
-                Outcome::Done(None) => return body.await,
+                Outcome::Done(None) => return timed(spec, body).await,
                 Outcome::Abandoned => continue,
             },
         }
@@ -372,12 +383,14 @@ where
             Role::Follower(follower) => match follower.wait().await {
                 Outcome::Done(Some(bytes)) => {
                     if let Some(value) = cache.decode::<S::Value>(&bytes) {
-                        Counters::bump(&counters.coalesced);
+                        count(spec, &counters.coalesced, Event::Coalesced);
                         return S::from_stored(value);
                     }
-                    return or_stale::<S, R>(cache, body.await, stale);
+                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
                 }
-                Outcome::Done(None) => return or_stale::<S, R>(cache, body.await, stale),
+                Outcome::Done(None) => {
+                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
+                }
                 // The leader was cancelled: one of its followers leads now.
                 Outcome::Abandoned => continue,
             },
@@ -410,7 +423,7 @@ where
                 // just before we asked), and current for the tag versions
                 // the lookup read. (Garbage was counted by the lookup.)
                 if let Some(value) = decode_current::<S::Value>(cache, &bytes, versions, false) {
-                    Counters::bump(&counters.coalesced);
+                    count(spec, &counters.coalesced, Event::Coalesced);
                     leader.finish(Some(bytes));
                     return S::from_stored(value);
                 }
@@ -422,7 +435,7 @@ where
             Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
                 if !waited {
                     waited = true;
-                    Counters::bump(&counters.lease_waits);
+                    count(spec, &counters.lease_waits, Event::LeaseWait);
                 }
                 if holder.as_ref().is_some_and(|h| *h != theirs) && takeovers < 1 {
                     takeovers += 1;
@@ -436,7 +449,7 @@ where
                     // a lease the result is not stored, and not shared.
                     Counters::bump(&counters.lease_wait_timeouts);
                     drop(leader);
-                    return or_stale::<S, R>(cache, body.await, stale);
+                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
                 }
                 tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
@@ -452,7 +465,7 @@ where
                         .and_then(|value| cache.encode(value, &[]))
                         .map(Bytes::from);
                     leader.finish(shared);
-                    return or_stale::<S, R>(cache, result, stale);
+                    return or_stale::<S, R>(spec, cache, result, stale);
                 }
                 // An error reply (e.g. scripts disabled): plain cache-aside.
                 return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
@@ -478,7 +491,7 @@ where
         }
     };
     leader.finish(shared);
-    or_stale::<S, R>(cache, result, stale)
+    or_stale::<S, R>(spec, cache, result, stale)
 }
 
 /// Plain cache-aside: run the body and `SET` its result. With leases off,
@@ -509,7 +522,7 @@ where
         _ => None,
     };
     leader.finish(shared);
-    or_stale::<S, R>(cache, result, stale)
+    or_stale::<S, R>(spec, cache, result, stale)
 }
 
 /// A refresh of a servable value (early, or stale within
@@ -536,7 +549,7 @@ where
     let Ok(lease) = lease_over_present(cache, key, eff).await else {
         return S::from_stored(servable);
     };
-    Counters::bump(&counters.refreshes);
+    count(spec, &counters.refreshes, Event::Refresh);
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
     if !S::is_success(&result) {
@@ -617,7 +630,7 @@ where
     let (key, eff) = (call.key.as_str(), &call.eff);
     // Held: another caller is computing it right now, theirs will do.
     let Ok(lease) = lease_over_present(cache, key, eff).await else {
-        return body.await;
+        return timed(spec, body).await;
     };
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
@@ -643,19 +656,37 @@ where
     result
 }
 
-/// Runs the body, recording its duration (XFetch's delta).
-async fn timed<R>(spec: &Spec, body: impl Future<Output = R>) -> R {
+/// Runs the body, recording its duration (XFetch's delta, and the load metrics).
+async fn timed<R>(spec: &'static Spec, body: impl Future<Output = R>) -> R {
     let started = Instant::now();
     let result = body.await;
-    spec.load_time.observe(started.elapsed());
+    let took = started.elapsed();
+    spec.load_time.observe(took);
+    spec.loaded(took);
     result
 }
 
+/// Counts `event` in the cache's `counter` and in the function's metrics.
+#[inline]
+fn count(spec: &'static Spec, counter: &AtomicU64, event: Event) {
+    Counters::bump(counter);
+    spec.count(event);
+}
+
 /// `stale_if_error`: a failed result is replaced by the stale value, if any.
-fn or_stale<S: Shape<R>, R>(cache: &Cache, result: R, stale: Option<S::Value>) -> R {
+fn or_stale<S: Shape<R>, R>(
+    spec: &'static Spec,
+    cache: &Cache,
+    result: R,
+    stale: Option<S::Value>,
+) -> R {
     match stale {
         Some(value) if !S::is_success(&result) => {
-            Counters::bump(&cache.inner.counters.stale_on_error);
+            count(
+                spec,
+                &cache.inner.counters.stale_on_error,
+                Event::StaleServed,
+            );
             S::from_stored(value)
         }
         _ => result,

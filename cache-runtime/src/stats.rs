@@ -3,9 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-/// Live counters of one [`Cache`](crate::Cache). Cheap to update (relaxed atomics).
-#[derive(Debug, Default)]
+use crate::metrics::{ErrorKind, InvalidationKind, StoreMetrics};
+
+/// Live counters of one [`Cache`](crate::Cache). Cheap to update (relaxed
+/// atomics); the ones that are metrics too are updated through methods that
+/// also emit the metric.
+#[derive(Debug)]
 pub(crate) struct Counters {
+    /// The store's metric keys (labelled with its name).
+    pub metrics: StoreMetrics,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub stores: AtomicU64,
@@ -33,9 +39,62 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counters of the store named `store` (`default` for a cache's own).
+    pub fn new(store: &str) -> Self {
+        let zero = AtomicU64::new;
+        Counters {
+            metrics: StoreMetrics::new(store),
+            hits: zero(0),
+            misses: zero(0),
+            stores: zero(0),
+            decode_errors: zero(0),
+            encode_errors: zero(0),
+            store_errors: zero(0),
+            timeouts: zero(0),
+            breaker_rejections: zero(0),
+            bypasses: zero(0),
+            invalidations: zero(0),
+            invalidation_failures: zero(0),
+            invalidation_retries: zero(0),
+            invalidations_dropped: zero(0),
+            coalesced: zero(0),
+            lease_waits: zero(0),
+            lease_wait_timeouts: zero(0),
+            leases_lost: zero(0),
+            refreshes: zero(0),
+            refresh_failures: zero(0),
+            stale_served: zero(0),
+            stale_on_error: zero(0),
+            tenant_bypasses: zero(0),
+            tag_misses: zero(0),
+            warmed: zero(0),
+        }
+    }
+
     #[inline]
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` errors of `kind`, in the counter and the metric.
+    pub fn error(&self, kind: ErrorKind, n: u64) {
+        let counter = match kind {
+            ErrorKind::Timeout => &self.timeouts,
+            ErrorKind::Connection => &self.store_errors,
+            ErrorKind::BreakerOpen => &self.breaker_rejections,
+            ErrorKind::Decode => &self.decode_errors,
+            ErrorKind::Encode => &self.encode_errors,
+            ErrorKind::InvalidationFailed => &self.invalidation_failures,
+            ErrorKind::InvalidationDropped => &self.invalidations_dropped,
+        };
+        counter.fetch_add(n, Relaxed);
+        self.metrics.error(kind, n);
+    }
+
+    /// Counts `n` confirmed invalidations of `kind`.
+    pub fn invalidated(&self, kind: InvalidationKind, n: u64) {
+        self.invalidations.fetch_add(n, Relaxed);
+        self.metrics.invalidated(kind, n);
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -65,6 +124,7 @@ impl Counters {
             tenant_bypasses: l(&self.tenant_bypasses),
             tag_misses: l(&self.tag_misses),
             warmed: l(&self.warmed),
+            hit_ratio: crate::metrics::ratio(l(&self.hits), l(&self.misses)),
         }
     }
 }
@@ -78,7 +138,7 @@ impl Counters {
 /// assert_eq!(stats.hits + stats.misses, 0);
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Lookups answered from the store.
@@ -133,17 +193,15 @@ pub struct Stats {
     pub tag_misses: u64,
     /// Values computed and stored by [`Cache::warm`](crate::Cache::warm).
     pub warmed: u64,
+    /// `hits / (hits + misses)`, or 0 before any lookup (also
+    /// [`hit_ratio()`](Self::hit_ratio); a field so that it is serialized).
+    pub hit_ratio: f64,
 }
 
 impl Stats {
     /// `hits / (hits + misses)`, or 0 before any lookup.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
+        crate::metrics::ratio(self.hits, self.misses)
     }
 }
 

@@ -17,7 +17,8 @@ const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
 /// Where a store's circuit breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go to the store.
     Closed,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{ErrorKind, InvalidationKind};
 use crate::stats::Counters;
 use crate::store::{Backend, Store};
 
@@ -56,7 +57,7 @@ impl RetryQueue {
             while !keys.is_empty() || !patterns.is_empty() {
                 if Instant::now() + backoff > deadline {
                     let left = (keys.len() + patterns.len()) as u64;
-                    counters.invalidations_dropped.fetch_add(left, Relaxed);
+                    counters.error(ErrorKind::InvalidationDropped, left);
                     tracing::error!(
                         keys = keys.len(),
                         patterns = patterns.len(),
@@ -70,18 +71,18 @@ impl RetryQueue {
                 if !keys.is_empty() {
                     match store.delete(&keys).await {
                         Ok(_) => {
-                            counters.invalidations.fetch_add(keys.len() as u64, Relaxed);
+                            counters.invalidated(InvalidationKind::Key, keys.len() as u64);
                             keys.clear();
                         }
-                        Err(_) => Counters::bump(&counters.invalidation_failures),
+                        Err(_) => counters.error(ErrorKind::InvalidationFailed, 1),
                     }
                 }
                 let mut still_failing = Vec::new();
                 for pattern in patterns.drain(..) {
                     match store.delete_pattern(&pattern).await {
-                        Ok(_) => Counters::bump(&counters.invalidations),
+                        Ok(_) => counters.invalidated(InvalidationKind::Pattern, 1),
                         Err(_) => {
-                            Counters::bump(&counters.invalidation_failures);
+                            counters.error(ErrorKind::InvalidationFailed, 1);
                             still_failing.push(pattern);
                         }
                     }
@@ -94,8 +95,7 @@ impl RetryQueue {
 
     fn drop_jobs(&self, jobs: usize, why: &str) {
         self.counters
-            .invalidations_dropped
-            .fetch_add(jobs as u64, Relaxed);
+            .error(ErrorKind::InvalidationDropped, jobs as u64);
         tracing::error!(
             jobs,
             "cache invalidation dropped ({why}): entries may stay stale until their TTL"

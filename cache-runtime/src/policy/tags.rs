@@ -88,6 +88,11 @@ impl ReusedVersions {
         }
     }
 
+    /// Forgets every version (the namespace was cleared).
+    pub fn forget_all(&self) {
+        self.versions.invalidate_all();
+    }
+
     /// Forgets `keys` (this process invalidated them).
     pub fn forget(&self, keys: &[String]) {
         for key in keys {

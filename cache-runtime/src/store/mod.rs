@@ -131,7 +131,8 @@ pub(crate) trait Store: Send + Sync {
 }
 
 /// What kind of store a [`Cache`](crate::Cache) uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreKind {
     /// A single Redis server.

@@ -7,7 +7,7 @@
 //! only timeouts, which redis-rs does not treat as a reason to reconnect.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,10 +15,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, RedisResult, Script, Value};
 
 use super::{Fetched, Store, StoreError, parse_tag_version};
+use crate::metrics::Op;
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::lease::{self, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::tags::{self, new_tag_version};
+use crate::stats::Counters;
 
 // Scripts run as EVALSHA (loaded on the first NOSCRIPT); each touches one
 // key, so they run unchanged on Redis Cluster.
@@ -45,6 +47,8 @@ struct Inner {
     conn: ArcSwap<ConnectionManager>,
     options: RedisOptions,
     breaker: Breaker,
+    /// The cache's counters, for the operation-duration and breaker metrics.
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -73,7 +77,11 @@ fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
 impl RedisStore {
     /// Creates the store without waiting for Redis: the connection is made
     /// lazily, so a Redis that is down at start-up delays nothing.
-    pub fn new(client: Client, options: RedisOptions) -> RedisResult<Self> {
+    pub fn new(
+        client: Client,
+        options: RedisOptions,
+        counters: Arc<Counters>,
+    ) -> RedisResult<Self> {
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options))?;
         let breaker = Breaker::new(
@@ -86,6 +94,7 @@ impl RedisStore {
             conn: ArcSwap::from_pointee(conn),
             options,
             breaker,
+            counters,
         })))
     }
 
@@ -93,24 +102,38 @@ impl RedisStore {
         self.0.breaker.state()
     }
 
-    /// PING, bounded by the connect timeout; used at start-up to log whether
-    /// Redis is reachable (it never fails the build).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// Sets the breaker gauge when the state changed (`force`: anyway).
+    fn report_breaker(&self, force: bool) {
+        self.0
+            .counters
+            .metrics
+            .breaker(self.0.breaker.state(), force);
+    }
+
+    /// PING, bounded by the connect timeout, past the breaker: used at
+    /// start-up to log whether Redis is reachable (it never fails the
+    /// build) and by health checks. The round trip's duration when it answered.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
         let mut conn = ConnectionManager::clone(&self.0.conn.load());
-        match tokio::time::timeout(
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
             self.0.options.connect_timeout,
             redis::cmd("PING").query_async::<()>(&mut conn),
         )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
+        .await;
+        let took = started.elapsed();
+        self.0.counters.metrics.op(Op::Ping, took);
+        self.report_breaker(true);
+        match answer {
+            Ok(Ok(())) => Ok(took),
             Ok(Err(e)) => Err(StoreError::Connection(e.to_string())),
             Err(_) => Err(StoreError::Timeout(self.0.options.connect_timeout)),
         }
     }
 
-    /// Runs one command under the breaker and the operation timeout.
-    async fn guarded<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    /// Runs one command under the breaker and the operation timeout,
+    /// recording its duration as `what`.
+    async fn guarded<T, F, Fut>(&self, what: Op, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -119,10 +142,19 @@ impl RedisStore {
         let Some(permit) = inner.breaker.permit() else {
             return Err(StoreError::BreakerOpen);
         };
+        if permit == Permit::Probe {
+            self.report_breaker(false);
+        }
         let conn = ConnectionManager::clone(&inner.conn.load());
-        match tokio::time::timeout(inner.options.op_timeout, op(conn)).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(inner.options.op_timeout, op(conn)).await;
+        inner.counters.metrics.op(what, started.elapsed());
+        match answer {
             Ok(Ok(value)) => {
                 inner.breaker.on_success(permit);
+                if permit == Permit::Probe {
+                    self.report_breaker(false);
+                }
                 Ok(value)
             }
             Ok(Err(e)) if is_connection_error(&e) => {
@@ -148,6 +180,7 @@ impl RedisStore {
     fn on_failure(&self, permit: Permit) {
         let inner = &*self.0;
         if inner.breaker.on_failure(permit) {
+            self.report_breaker(false);
             // Replace the connection: the old one may be a black hole that
             // will never produce the I/O error redis-rs reconnects on.
             match ConnectionManager::new_lazy_with_config(
@@ -181,9 +214,9 @@ fn is_connection_error(e: &RedisError) -> bool {
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let value: Option<Vec<u8>> = self
-            .guarded(
-                |mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
-            )
+            .guarded(Op::Get, |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
             .await?;
         Ok(value.map(Bytes::from))
     }
@@ -192,7 +225,7 @@ impl Store for RedisStore {
         // One round trip; not atomic, which only matters if the key vanishes
         // between the two (PTTL -2): the value read is then still returned.
         let (value, pttl): (Option<Vec<u8>>, i64) = self
-            .guarded(|mut conn| async move {
+            .guarded(Op::Fetch, |mut conn| async move {
                 redis::pipe()
                     .cmd("GET")
                     .arg(key)
@@ -214,7 +247,7 @@ impl Store for RedisStore {
         // One pipeline of single-key commands (no MGET: on a cluster the
         // tags live in other slots than the entry).
         let replies: Vec<Value> = self
-            .guarded(|mut conn| async move {
+            .guarded(Op::Fetch, |mut conn| async move {
                 let mut pipe = redis::pipe();
                 pipe.cmd("GET").arg(key);
                 if with_ttl {
@@ -249,7 +282,7 @@ impl Store for RedisStore {
     async fn tag_versions(&self, tags: &[String], ttl: Duration) -> Result<Vec<u64>, StoreError> {
         let px = (ttl.as_millis() as u64).max(1);
         let versions: Vec<Vec<u8>> = self
-            .guarded(|mut conn| async move {
+            .guarded(Op::Tags, |mut conn| async move {
                 // EVAL, not EVALSHA: a pipeline can not reload a script on
                 // NOSCRIPT, and the server caches the compiled script anyway.
                 let mut pipe = redis::pipe();
@@ -280,7 +313,7 @@ impl Store for RedisStore {
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         // PX keeps sub-second TTLs exact; at least 1 ms (PX 0 is an error).
         let px = (ttl.as_millis() as u64).max(1);
-        self.guarded(|mut conn| async move {
+        self.guarded(Op::Set, |mut conn| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(value.as_ref())
@@ -299,7 +332,7 @@ impl Store for RedisStore {
         let mut removed = 0;
         for batch in keys.chunks(self.0.options.delete_batch) {
             removed += self
-                .guarded(|mut conn| async move {
+                .guarded(Op::Delete, |mut conn| async move {
                     redis::cmd("UNLINK")
                         .arg(batch)
                         .query_async::<u64>(&mut conn)
@@ -319,7 +352,7 @@ impl Store for RedisStore {
         let mut removed = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
-                .guarded(|mut conn| async move {
+                .guarded(Op::Scan, |mut conn| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -347,7 +380,7 @@ impl Store for RedisStore {
     ) -> Result<LeaseReply, StoreError> {
         let px = (lease_ttl.as_millis() as u64).max(1);
         let reply: Value = self
-            .guarded(|mut conn| async move {
+            .guarded(Op::Lease, |mut conn| async move {
                 LEASE
                     .key(key)
                     .arg(token.as_str())
@@ -375,7 +408,7 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let px = (ttl.as_millis() as u64).max(1);
         let prefix = token.record_prefix();
-        self.guarded(|mut conn| async move {
+        self.guarded(Op::Fill, |mut conn| async move {
             FILL.key(key)
                 .arg(prefix)
                 .arg(value.as_ref())
@@ -388,7 +421,7 @@ impl Store for RedisStore {
 
     async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
         let prefix = token.record_prefix();
-        self.guarded(|mut conn| async move {
+        self.guarded(Op::Release, |mut conn| async move {
             RELEASE
                 .key(key)
                 .arg(prefix)
