@@ -17,3 +17,13 @@ fi
 echo "using $(redis-server --version)" >&2
 
 cargo test --workspace --all-features "$@"
+
+# The example service's HTTP tests ran on SQLite above; run them on
+# Postgres too when one answers locally (each test uses a schema of its own).
+pg_url="${SERVICE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if [ "$#" -eq 0 ] && command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$pg_url"; then
+    echo "example service tests on Postgres ($pg_url)" >&2
+    DATABASE_URL="$pg_url" cargo test --all-features --test service
+else
+    echo "no Postgres at $pg_url: the example service was tested on SQLite only" >&2
+fi
