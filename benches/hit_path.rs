@@ -30,6 +30,8 @@
 //!   side, once, for a profiler (`valgrind --tool=callgrind`, `perf`).
 
 #[path = "../tests/common/mod.rs"]
+mod harness;
+
 mod common;
 
 use std::hint::black_box;
@@ -37,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
+use common::{env_or, process_cpu, quantile};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
@@ -148,22 +151,10 @@ struct Sample {
     cpu: Option<Duration>,
 }
 
-/// CPU time used so far by this process's live threads (Linux: the first
-/// field of `/proc/self/task/*/schedstat`, in ns). Unlike wall time, it is
-/// not inflated by other processes competing for the machine.
-fn process_cpu() -> Option<Duration> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(ns))
-}
-
 /// `total` calls spread over `concurrency` spawned tasks.
 async fn run(side: &Side, concurrency: u64, total: u64) -> Sample {
     let per_task = total / concurrency;
-    let cpu_before = process_cpu();
+    let cpu_before = process_cpu("self");
     let start = Instant::now();
     let handles: Vec<_> = (0..concurrency)
         .map(|t| tokio::spawn(task(side.clone(), t * (KEYS / concurrency), per_task)))
@@ -173,7 +164,7 @@ async fn run(side: &Side, concurrency: u64, total: u64) -> Sample {
         busy += h.await.expect("a benchmark task panicked");
     }
     let wall = start.elapsed();
-    let cpu = process_cpu()
+    let cpu = process_cpu("self")
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     let ops = per_task * concurrency;
@@ -189,14 +180,6 @@ struct Row {
     scenario: String,
     baseline: Vec<Sample>,
     framework: Vec<Sample>,
-}
-
-/// The `q`-quantile (0..=1) of `v`, by linear interpolation.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
 impl Row {
@@ -243,13 +226,6 @@ impl Row {
     }
 }
 
-fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
@@ -263,11 +239,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = common::RedisServer::start();
+    let server = harness::RedisServer::start();
     rt.block_on(bench(&server, full, rounds, run_secs));
 }
 
-async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs: f64) {
+async fn bench(server: &harness::RedisServer, full: bool, rounds: usize, run_secs: f64) {
     let cache = Cache::builder()
         .redis_url(server.url())
         .namespace(NAMESPACE)

@@ -47,6 +47,8 @@
 //!   1): run only that side, once, for a profiler (`perf`, callgrind).
 
 #[path = "../tests/common/mod.rs"]
+mod harness;
+
 mod common;
 
 use std::hint::black_box;
@@ -55,6 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
+use common::{env_or, process_cpu, quantile};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
@@ -192,19 +195,6 @@ struct Sample {
 /// The pid of the `redis-server` the benchmark runs against.
 static REDIS_PID: OnceLock<String> = OnceLock::new();
 
-/// CPU time used so far by the live threads of process `pid` (`self` for
-/// this one; Linux: the first field of `/proc/<pid>/task/*/schedstat`, in
-/// ns). Unlike wall time, it is not inflated by other processes competing
-/// for the machine.
-fn process_cpu(pid: &str) -> Option<Duration> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(ns))
-}
-
 fn redis_cpu() -> Option<Duration> {
     process_cpu(REDIS_PID.get()?)
 }
@@ -252,14 +242,6 @@ struct Row {
     concurrency: u64,
     a: Vec<Sample>,
     b: Vec<Sample>,
-}
-
-/// The `q`-quantile (0..=1) of `v`, by linear interpolation.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
 impl Row {
@@ -336,13 +318,6 @@ fn print_table(title: &str, a: &str, b: &str, rows: &[&Row]) {
     }
 }
 
-fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
@@ -352,7 +327,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = common::RedisServer::start();
+    let server = harness::RedisServer::start();
     rt.block_on(bench(&server, full, rounds, run_secs));
 }
 
@@ -366,7 +341,7 @@ async fn build_cache(url: &str, namespace: &str, leases: bool) -> Cache {
         .expect("cache")
 }
 
-async fn bench(server: &common::RedisServer, full: bool, rounds: usize, run_secs: f64) {
+async fn bench(server: &harness::RedisServer, full: bool, rounds: usize, run_secs: f64) {
     let info = server.cli(&["INFO", "server"]);
     if let Some(pid) = info
         .lines()

@@ -38,6 +38,8 @@
 //! - `TAGS_VERBOSE=1`: print every round.
 
 #[path = "../tests/common/mod.rs"]
+mod harness;
+
 mod common;
 
 use std::hint::black_box;
@@ -46,6 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
+use common::{env_or, process_cpu, quantile};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -123,21 +126,6 @@ async fn tagged2(id: u64) -> Result<User, String> {
 // Shared helpers
 // ---------------------------------------------------------------------------
 
-/// The `q`-quantile (0..=1) of `v`, by linear interpolation.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `TAGS_SIZES` as a list (`100,10_000,1000000`), or `default`.
 fn sizes_or(default: &[u64]) -> Vec<u64> {
     let Ok(list) = std::env::var("TAGS_SIZES") else {
@@ -156,17 +144,6 @@ fn sizes_or(default: &[u64]) -> Vec<u64> {
 /// The pid of the `redis-server` the benchmark runs against.
 static REDIS_PID: OnceLock<String> = OnceLock::new();
 
-/// CPU time used so far by the live threads of process `pid` (`self` for
-/// this one; Linux: the first field of `/proc/<pid>/task/*/schedstat`, ns).
-fn process_cpu(pid: &str) -> Option<Duration> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(ns))
-}
-
 /// CPU time of this process and of `redis-server` together.
 fn total_cpu() -> Option<Duration> {
     Some(process_cpu("self")? + process_cpu(REDIS_PID.get()?)?)
@@ -183,11 +160,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = common::RedisServer::start();
+    let server = harness::RedisServer::start();
     rt.block_on(bench(&server, full));
 }
 
-async fn bench(server: &common::RedisServer, full: bool) {
+async fn bench(server: &harness::RedisServer, full: bool) {
     let started = Instant::now();
     let info = server.cli(&["INFO", "server"]);
     let field = |name: &str| {
@@ -291,7 +268,7 @@ async fn dbsize(conn: &mut MultiplexedConnection) -> u64 {
 }
 
 async fn invalidation(
-    server: &common::RedisServer,
+    server: &harness::RedisServer,
     mut conn: MultiplexedConnection,
     n: u64,
     repeats: usize,
@@ -610,7 +587,7 @@ fn print_hit_table(rows: &[HitRow]) {
 }
 
 async fn hit_path(
-    server: &common::RedisServer,
+    server: &harness::RedisServer,
     full: bool,
     rounds: usize,
     run_secs: f64,
