@@ -39,41 +39,17 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use common::{env_or, process_cpu, quantile};
+use common::{User, env_or, process_cpu, quantile, user};
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 
 /// Distinct pre-warmed keys; every call is a hit.
 const KEYS: u64 = 1_000;
 const NAMESPACE: &str = "bench";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    created_at: String,
-    roles: Vec<String>,
-    active: bool,
-    login_count: u32,
-    country: String,
-    plan: String,
-}
-
 /// The "database": runs only while the keys are warmed.
 fn load_user(id: u64) -> User {
     BODY_RUNS.fetch_add(1, Relaxed);
-    User {
-        id,
-        name: format!("Jane Q. Example {id}"),
-        email: format!("jane.example.{id}@example.com"),
-        created_at: "2024-03-15T10:30:00Z".to_owned(),
-        roles: vec!["reader".to_owned(), "editor".to_owned()],
-        active: true,
-        login_count: 1_234,
-        country: "DE".to_owned(),
-        plan: "professional".to_owned(),
-    }
+    user(id)
 }
 
 static BODY_RUNS: AtomicU64 = AtomicU64::new(0);

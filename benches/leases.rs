@@ -57,9 +57,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use common::{env_or, process_cpu, quantile};
+use common::{User, env_or, process_cpu, quantile, user};
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 
 /// Distinct pre-warmed keys per hit function; every hit call is a hit.
 const KEYS: u64 = 1_000;
@@ -67,33 +66,6 @@ const NS_OFF: &str = "leases-off";
 const NS_ON: &str = "leases-on";
 /// The database of the misses (emptied before each run); hits use 0.
 const MISS_DB: u32 = 1;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    created_at: String,
-    roles: Vec<String>,
-    active: bool,
-    login_count: u32,
-    country: String,
-    plan: String,
-}
-
-fn make_user(id: u64) -> User {
-    User {
-        id,
-        name: format!("Jane Q. Example {id}"),
-        email: format!("jane.example.{id}@example.com"),
-        created_at: "2024-03-15T10:30:00Z".to_owned(),
-        roles: vec!["reader".to_owned(), "editor".to_owned()],
-        active: true,
-        login_count: 1_234,
-        country: "DE".to_owned(),
-        plan: "professional".to_owned(),
-    }
-}
 
 /// Body runs of the hit functions: only while the keys are warmed.
 static HIT_BODY_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +77,7 @@ static NEXT_MISS_ID: AtomicU64 = AtomicU64::new(0);
 #[cached(prefix = "user", id = "id", ttl = 3600)]
 async fn get_user(id: u64) -> Result<User, String> {
     HIT_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 /// `get_user` with early refresh: its lookups read the remaining TTL too.
@@ -113,13 +85,13 @@ async fn get_user(id: u64) -> Result<User, String> {
 #[cached(prefix = "user_er", id = "id", ttl = 3600, early_refresh = true)]
 async fn get_user_er(id: u64) -> Result<User, String> {
     HIT_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 #[cached(prefix = "miss", id = "id", ttl = 3600)]
 async fn miss_user(id: u64) -> Result<User, String> {
     MISS_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 /// A miss whose body takes about a millisecond, like a quick query (tokio's
@@ -128,7 +100,7 @@ async fn miss_user(id: u64) -> Result<User, String> {
 async fn miss_user_1ms(id: u64) -> Result<User, String> {
     tokio::time::sleep(Duration::from_millis(1)).await;
     MISS_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 /// What the calls of a run do.

@@ -115,11 +115,11 @@ use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use common::{abba_order, env_or, process_cpu, quantile, thousands};
+use common::{User, abba_order, env_or, process_cpu, quantile, thousands, user};
 use hdrhistogram::Histogram;
 use redis::aio::ConnectionManager;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 /// Namespace of the framework's cache and of the hand-written keys.
 const NS: &str = "peers";
@@ -132,33 +132,6 @@ const LARGE_LEN: u64 = 480;
 /// Pre-warmed keys per side for the small and the large value.
 const SMALL_KEYS: u64 = 1_000;
 const LARGE_KEYS: u64 = 100;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    created_at: String,
-    roles: Vec<String>,
-    active: bool,
-    login_count: u32,
-    country: String,
-    plan: String,
-}
-
-fn user(id: u64) -> User {
-    User {
-        id,
-        name: format!("Jane Q. Example {id}"),
-        email: format!("jane.example.{id}@example.com"),
-        created_at: "2024-03-15T10:30:00Z".to_owned(),
-        roles: vec!["reader".to_owned(), "editor".to_owned()],
-        active: true,
-        login_count: 1_234,
-        country: "DE".to_owned(),
-        plan: "professional".to_owned(),
-    }
-}
 
 /// The prebuilt values the bodies clone.
 static SMALL: LazyLock<User> = LazyLock::new(|| user(0));

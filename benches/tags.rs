@@ -48,10 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use common::{env_or, process_cpu, quantile};
+use common::{User, env_or, process_cpu, quantile, user};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
 
 /// Distinct pre-warmed keys per hit-path variant; every call is a hit.
 const KEYS: u64 = 1_000;
@@ -64,33 +63,6 @@ const SAMPLE: u64 = 100;
 /// The TTL of every entry, in seconds (as in the attributes).
 const TTL_SECS: u64 = 3600;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    created_at: String,
-    roles: Vec<String>,
-    active: bool,
-    login_count: u32,
-    country: String,
-    plan: String,
-}
-
-fn make_user(id: u64) -> User {
-    User {
-        id,
-        name: format!("Jane Q. Example {id}"),
-        email: format!("jane.example.{id}@example.com"),
-        created_at: "2024-03-15T10:30:00Z".to_owned(),
-        roles: vec!["reader".to_owned(), "editor".to_owned()],
-        active: true,
-        login_count: 1_234,
-        country: "DE".to_owned(),
-        plan: "professional".to_owned(),
-    }
-}
-
 /// Body runs of `cover_post` (part 1): one per miss.
 static COVER_RUNS: AtomicU64 = AtomicU64::new(0);
 /// Body runs of the hit-path functions (part 2): only while warming.
@@ -100,26 +72,26 @@ static HIT_BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 #[cached(prefix = "post", id = "id", ttl = 3600, tags = ["cover"])]
 async fn cover_post(id: u64) -> Result<User, String> {
     COVER_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 #[cached(prefix = "untagged", id = "id", ttl = 3600)]
 async fn untagged(id: u64) -> Result<User, String> {
     HIT_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 #[cached(prefix = "tag1", id = "id", ttl = 3600, tags = ["user:{id}"])]
 async fn tagged1(id: u64) -> Result<User, String> {
     HIT_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 /// Also the "2 tags, reuse" variant, on the cache with `tag_version_reuse`.
 #[cached(prefix = "tag2", id = "id", ttl = 3600, tags = ["user:{id}", "users"])]
 async fn tagged2(id: u64) -> Result<User, String> {
     HIT_BODY_RUNS.fetch_add(1, Relaxed);
-    Ok(make_user(id))
+    Ok(user(id))
 }
 
 // ---------------------------------------------------------------------------
@@ -251,9 +223,9 @@ async fn sample_misses(cache: &Cache, ids: &[u64]) -> u64 {
     let before = COVER_RUNS.load(Relaxed);
     Cache::scope(cache.clone(), async {
         for &id in ids {
-            let user = cover_post(id).await.expect("cover_post");
+            let got = cover_post(id).await.expect("cover_post");
             // A copy holds entry 0's value; a recomputed entry its own.
-            assert!(user == make_user(0) || user == make_user(id));
+            assert!(got == user(0) || got == user(id));
         }
     })
     .await;

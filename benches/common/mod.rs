@@ -1,6 +1,7 @@
 //! Helpers shared by the timing benchmarks (`mod common;` in `benches/*.rs`):
 //! quantiles, environment overrides, the CPU time of a process, the order of
-//! the sides in alternating rounds, and a description of the machine.
+//! the sides in alternating rounds, a description of the machine, and the
+//! `User` value the benchmarks cache.
 //!
 //! The `redis-server` harness is `tests/common/mod.rs`, included by each
 //! benchmark with `#[path = "../tests/common/mod.rs"] mod harness;`.
@@ -146,4 +147,34 @@ pub fn thousands(n: f64) -> String {
         out.push(c);
     }
     if n < -0.5 { format!("-{out}") } else { out }
+}
+
+/// The value every benchmark caches: about 200 bytes of JSON, the shape of
+/// a typical user record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    pub email: String,
+    pub created_at: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub login_count: u32,
+    pub country: String,
+    pub plan: String,
+}
+
+/// The `User` with `id`.
+pub fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("Jane Q. Example {id}"),
+        email: format!("jane.example.{id}@example.com"),
+        created_at: "2024-03-15T10:30:00Z".to_owned(),
+        roles: vec!["reader".to_owned(), "editor".to_owned()],
+        active: true,
+        login_count: 1_234,
+        country: "DE".to_owned(),
+        plan: "professional".to_owned(),
+    }
 }
