@@ -244,6 +244,75 @@ async fn a_lease_is_never_mistaken_for_a_value() {
     assert_eq!(server.get("rec:row:1").as_deref(), Some("1"));
 }
 
+/// A plain miss takes its lease with one `SET .. NX .. GET` (no Lua: only
+/// the fill is a script), and a record left by a dead holder, past its
+/// deadline but not yet expired, is still taken over (by the lease script,
+/// which knows the server's clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_leases_without_lua_and_a_dead_holders_record_is_taken_over() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "nx", true).await;
+    let db = Db::new();
+    // One miss first: the fill script's first EVALSHA meets NOSCRIPT and is
+    // sent again once loaded.
+    let warm = db.clone();
+    spawn_in(&cache, async move { row(&warm, 100).await })
+        .await
+        .unwrap();
+    let (set0, eval0) = (server.command_calls("set"), server.command_calls("evalsha"));
+    for id in 0..10 {
+        assert_eq!(
+            spawn_in(&cache, {
+                let db = db.clone();
+                async move { row(&db, id).await }
+            })
+            .await
+            .unwrap(),
+            1
+        );
+    }
+    assert_eq!(db.calls(), 11);
+    assert_eq!(
+        server.command_calls("set") - set0,
+        20,
+        "per miss, the SET NX GET and the fill script's SET (commandstats count SETs inside scripts)"
+    );
+    assert_eq!(
+        server.command_calls("evalsha") - eval0,
+        10,
+        "one script per miss: the fill"
+    );
+    assert_eq!(server.get("nx:row:3").as_deref(), Some("1"));
+
+    // A dead refresher's record: it carries a value and its deadline (1 s
+    // after the epoch) has passed, but the key has a minute left.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let record = b"\xC1lease:0123456789abcdef0123456789abcdef:1000:not json".to_vec();
+    let () = redis::cmd("SET")
+        .arg("nx:row:50")
+        .arg(record)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let value = tokio::time::timeout(
+        Duration::from_secs(2),
+        spawn_in(&cache, {
+            let db = db.clone();
+            async move { row(&db, 50).await }
+        }),
+    )
+    .await
+    .expect("taken over at once, not waited out")
+    .unwrap();
+    assert_eq!(value, 1);
+    assert_eq!(db.calls(), 12);
+    assert_eq!(server.get("nx:row:50").as_deref(), Some("1"), "and filled");
+    assert_eq!(cache.stats().lease_wait_timeouts, 0);
+}
+
 /// The stale-set race, step by step: a read runs its body and reads version
 /// 1; a write commits version 2 and invalidates; then the read finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

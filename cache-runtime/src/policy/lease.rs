@@ -15,7 +15,11 @@
 //! (`redis-cli`, another service) can never mistake a lease for a value.
 //!
 //! - A miss takes a lease with [`LEASE`]: the key is set to an empty record
-//!   with `NX`-like semantics (only when absent) and the lease's expiry.
+//!   with `NX`-like semantics (only when absent) and the lease's expiry. On
+//!   Redis, a miss with no stale window first tries the same without Lua:
+//!   `SET key <record> NX PX <ttl> GET` leases an absent key, or returns the
+//!   value that is there; only another holder's record goes to the script,
+//!   which knows the server's clock and takes an expired one over.
 //! - A refresh (early or stale) takes a lease on the value that is there:
 //!   the record then carries the old value, which readers keep serving.
 //! - The holder fills with [`FILL`], which writes only while its own record

@@ -6,6 +6,7 @@
 //! server that vanished without closing the socket (a black hole) produces
 //! only timeouts, which redis-rs does not treat as a reason to reconnect.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use super::{Fetched, Store, StoreError, parse_tag_version};
 use crate::metrics::Op;
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
-use crate::policy::lease::{self, LeaseFor, LeaseReply, Token, classify};
+use crate::policy::lease::{self, Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::tags::{self, new_tag_version};
 use crate::stats::Counters;
 
@@ -49,6 +50,9 @@ struct Inner {
     breaker: Breaker,
     /// The cache's counters, for the operation-duration and breaker metrics.
     counters: Arc<Counters>,
+    /// Whether the server takes `SET .. NX .. GET` (Redis 7.0 and later),
+    /// the Lua-free lease of a miss; cleared on its first syntax error.
+    set_nx_get: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -95,11 +99,60 @@ impl RedisStore {
             options,
             breaker,
             counters,
+            set_nx_get: AtomicBool::new(true),
         })))
     }
 
     pub fn breaker_state(&self) -> BreakerState {
         self.0.breaker.state()
+    }
+
+    /// The common lease of a miss, without Lua: `SET key <record> NX PX
+    /// ttl GET` takes the lease when the key is absent and otherwise
+    /// returns what is there, in one plain command (Redis 7.0 or later).
+    /// `None` when the lease script must decide: the key holds another
+    /// lease record (the script knows the server's clock and takes over an
+    /// expired one), or the server rejects `NX` with `GET` (older than 7.0:
+    /// the script is used from then on).
+    ///
+    /// The record's deadline is left far in the future: an empty record
+    /// expires with its key (`PX`), and nothing else reads its deadline.
+    async fn lease_absent(
+        &self,
+        key: &str,
+        token: &Token,
+        px: u64,
+    ) -> Result<Option<LeaseReply>, StoreError> {
+        const NO_DEADLINE_MS: u64 = 9_999_999_999_999;
+        let record = token.record(NO_DEADLINE_MS, b"");
+        let reply: Result<Option<Vec<u8>>, StoreError> = self
+            .guarded(Op::Lease, |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(record)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(px)
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        match reply {
+            Ok(None) => Ok(Some(LeaseReply::Acquired)),
+            Ok(Some(bytes)) => match classify(Bytes::from(bytes)) {
+                Content::Value(bytes) => Ok(Some(LeaseReply::Held(Content::Value(bytes)))),
+                Content::Leased { .. } => Ok(None),
+            },
+            Err(StoreError::Reply(e)) if e.contains("syntax error") => {
+                self.0.set_nx_get.store(false, Relaxed);
+                tracing::info!(
+                    "Redis rejects SET with both NX and GET (older than 7.0): leases use the Lua script only"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets the breaker gauge when the state changed (`force`: anyway).
@@ -379,6 +432,15 @@ impl Store for RedisStore {
         purpose: LeaseFor,
     ) -> Result<LeaseReply, StoreError> {
         let px = (lease_ttl.as_millis() as u64).max(1);
+        if purpose
+            == (LeaseFor::Miss {
+                stale_within: Duration::ZERO,
+            })
+            && self.0.set_nx_get.load(Relaxed)
+            && let Some(reply) = self.lease_absent(key, token, px).await?
+        {
+            return Ok(reply);
+        }
         let reply: Value = self
             .guarded(Op::Lease, |mut conn| async move {
                 LEASE
