@@ -103,6 +103,69 @@ pub(crate) fn warming() -> bool {
     WARMING.try_with(|_| ()).is_ok()
 }
 
+enum ClientError {
+    /// The URL is wrong (it is redacted by the caller).
+    Url(String),
+    Config(ConfigError),
+}
+
+/// The redis-rs client for `url`, with the builder's TLS files (feature
+/// `tls`): trusted CA certificates and a client certificate.
+fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientError> {
+    let tls_url = url.starts_with("rediss://");
+    let files = b.tls_ca_file.is_some() || b.tls_client.is_some();
+    let setting = |setting, reason: String| {
+        ClientError::Config(ConfigError::InvalidSetting { setting, reason })
+    };
+    if files && !tls_url {
+        return Err(setting(
+            "tls_ca_file",
+            "TLS certificates are configured but the Redis URL is not `rediss://`".to_owned(),
+        ));
+    }
+    #[cfg(feature = "tls")]
+    {
+        // Whatever else enabled rustls' features, use one provider: ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if files {
+            let read = |name, path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|e| setting(name, format!("can not read `{}`: {e}", path.display())))
+            };
+            let root_cert = match &b.tls_ca_file {
+                Some(path) => Some(read("tls_ca_file", path)?),
+                None => None,
+            };
+            let client_tls = match &b.tls_client {
+                Some((cert, key)) => Some(redis::ClientTlsConfig {
+                    client_cert: read("tls_client_cert", cert)?,
+                    client_key: read("tls_client_cert", key)?,
+                }),
+                None => None,
+            };
+            let certs = redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            };
+            return redis::Client::build_with_tls(url, certs)
+                .map_err(|e| setting("tls_ca_file", format!("the TLS certificates: {e}")));
+        }
+    }
+    if files {
+        return Err(setting(
+            "tls_ca_file",
+            "TLS needs the `tls` feature of cache-runtime".to_owned(),
+        ));
+    }
+    redis::Client::open(url).map_err(|e| {
+        if tls_url && !cfg!(feature = "tls") {
+            ClientError::Url("`rediss://` needs the `tls` feature of cache-runtime".to_owned())
+        } else {
+            ClientError::Url(e.to_string())
+        }
+    })
+}
+
 /// The answer of [`Cache::health`], ready to serialize for an endpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
@@ -257,8 +320,10 @@ impl Cache {
                     url: redact_url(url),
                     reason,
                 };
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| invalid(e.to_string()))?;
+                let client = redis_client(url, &b).map_err(|e| match e {
+                    ClientError::Url(reason) => invalid(reason),
+                    ClientError::Config(e) => e,
+                })?;
                 let options = RedisOptions {
                     connect_timeout: b.connect_timeout,
                     op_timeout: b.op_timeout,

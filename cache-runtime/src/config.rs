@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Cache;
@@ -199,6 +200,10 @@ pub struct CacheBuilder {
     pub(crate) enforce_tenants: bool,
     pub(crate) tag_version_reuse: Duration,
     pub(crate) stores: BTreeMap<String, NamedStore>,
+    /// PEM certificates to trust for `rediss://` instead of the system's.
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS.
+    pub(crate) tls_client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for CacheBuilder {
@@ -221,6 +226,8 @@ impl Default for CacheBuilder {
             enforce_tenants: false,
             tag_version_reuse: Duration::ZERO,
             stores: BTreeMap::new(),
+            tls_ca_file: None,
+            tls_client: None,
         }
     }
 }
@@ -241,6 +248,9 @@ pub const ENV_VARS: &[&str] = &[
     "CACHE_ENFORCE_TENANTS",
     "CACHE_TAG_VERSION_REUSE",
     "CACHE_STORE_<NAME>_URL",
+    "CACHE_TLS_CA_FILE",
+    "CACHE_TLS_CERT_FILE",
+    "CACHE_TLS_KEY_FILE",
 ];
 
 impl CacheBuilder {
@@ -261,6 +271,8 @@ impl CacheBuilder {
     /// | `CACHE_ENFORCE_TENANTS` | `true`: calls outside [`Cache::with_tenant`] bypass the cache | `false` |
     /// | `CACHE_TAG_VERSION_REUSE` | how long a process reuses tag versions it read | `0` (off) |
     /// | `CACHE_STORE_<NAME>_URL` | the named store `<name>`: a Redis URL, `memory` or `disabled` | unset |
+    /// | `CACHE_TLS_CA_FILE` | PEM certificates to trust for `rediss://` (feature `tls`) | the system's roots |
+    /// | `CACHE_TLS_CERT_FILE`, `CACHE_TLS_KEY_FILE` | PEM client certificate and key, for servers that require them (`tls-auth-clients`) | unset |
     ///
     /// A value that does not parse is a [`ConfigError::InvalidEnv`].
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -356,6 +368,30 @@ impl CacheBuilder {
         if let Some(v) = lookup("CACHE_ENFORCE_TENANTS") {
             b.enforce_tenants = parse_bool("CACHE_ENFORCE_TENANTS", v)?;
         }
+        if let Some(path) = lookup("CACHE_TLS_CA_FILE").filter(|p| !p.trim().is_empty()) {
+            b.tls_ca_file = Some(path.into());
+        }
+        match (
+            lookup("CACHE_TLS_CERT_FILE").filter(|p| !p.trim().is_empty()),
+            lookup("CACHE_TLS_KEY_FILE").filter(|p| !p.trim().is_empty()),
+        ) {
+            (Some(cert), Some(key)) => b.tls_client = Some((cert.into(), key.into())),
+            (None, None) => {}
+            (Some(cert), None) => {
+                return Err(env_err(
+                    "CACHE_TLS_CERT_FILE",
+                    cert,
+                    "set CACHE_TLS_KEY_FILE too: a client certificate needs its key",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(env_err(
+                    "CACHE_TLS_KEY_FILE",
+                    key,
+                    "set CACHE_TLS_CERT_FILE too: a client key needs its certificate",
+                ));
+            }
+        }
         if let Some(d) = duration("CACHE_TAG_VERSION_REUSE")? {
             b = b.tag_version_reuse(d);
         }
@@ -373,8 +409,9 @@ impl CacheBuilder {
         Ok(b)
     }
 
-    /// Use the Redis server at `url` (`redis://`, `rediss://` with TLS support
-    /// compiled in, `redis+unix://`). Checked by [`build`](Self::build).
+    /// Use the Redis server at `url` (`redis://`, `rediss://` with the `tls`
+    /// feature, `redis+unix://`). Checked by [`build`](Self::build).
+    /// An ACL user goes in the URL: `redis://user:password@host:6379`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.store = StoreConfig::Redis(url.into());
         self
@@ -704,6 +741,23 @@ impl CacheBuilder {
             );
         }
         Ok(())
+    }
+
+    /// Trust the PEM certificate(s) in `path` for `rediss://` servers,
+    /// instead of the system's roots: the usual set-up for a private CA or
+    /// a self-signed server certificate. Needs the `tls` feature; read and
+    /// checked by [`build`](Self::build). Named stores inherit it.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this PEM client certificate and key to `rediss://` servers
+    /// that require one (`tls-auth-clients yes`). Needs the `tls` feature;
+    /// read and checked by [`build`](Self::build). Named stores inherit it.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_client = Some((cert.into(), key.into()));
+        self
     }
 
     /// Checks the configuration and creates the cache.
