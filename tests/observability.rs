@@ -361,3 +361,84 @@ async fn clear_namespace_removes_every_key_of_the_namespace_and_nothing_else() {
     server.kill();
     assert_eq!(cache.clear_namespace().await, None);
 }
+
+static STALE_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(
+    prefix = "stale",
+    id = "id",
+    ttl = "300ms",
+    stale_while_revalidate = "10s"
+)]
+async fn obs_stale(id: u32) -> u32 {
+    STALE_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    id + STALE_RUNS.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn stale_serves_refreshes_and_coalesced_calls_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "obs6").await;
+    Cache::scope(cache.clone(), async {
+        // Eight concurrent misses of one key: one body run, seven share it.
+        let calls: Vec<_> = (0..8).map(|_| obs_stale(1)).collect();
+        let first = futures_join_all(calls).await;
+        assert!(first.iter().all(|&v| v == first[0]), "{first:?}");
+        // Expired, within stale_while_revalidate: of two concurrent calls,
+        // one refreshes (and returns the new value), the other is served
+        // the old one at once. Both found a stale value.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut second = futures_join_all(vec![obs_stale(1), obs_stale(1)]).await;
+        second.sort();
+        assert_eq!(
+            second,
+            [first[0], first[0] + 1],
+            "the old value and the refreshed one"
+        );
+    })
+    .await;
+    let m = read(&snapshotter);
+    let f = "cache=obs_stale";
+    assert_eq!(counter(&m, "cache_coalesced_total", f), 7, "{m:#?}");
+    assert_eq!(counter(&m, "cache_stale_served_total", f), 2);
+    assert_eq!(counter(&m, "cache_refreshes_total", f), 1);
+    assert_eq!(counter(&m, "cache_loads_total", f), 2);
+    assert_eq!(STALE_RUNS.load(Ordering::SeqCst), 2);
+    let stats = function_stats()
+        .into_iter()
+        .find(|s| s.name == "obs_stale")
+        .unwrap();
+    assert_eq!(
+        (stats.coalesced, stats.stale_served, stats.refreshes),
+        (7, 2, 1)
+    );
+}
+
+/// Polls the futures together on this task (the local recorder and the
+/// scoped cache are per task and thread).
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *output = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}

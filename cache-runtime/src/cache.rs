@@ -117,9 +117,15 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
     let setting = |setting, reason: String| {
         ClientError::Config(ConfigError::InvalidSetting { setting, reason })
     };
+    // The builder method to blame when the files as a whole are wrong.
+    let files_setting = if b.tls_ca_file.is_some() {
+        "tls_ca_file"
+    } else {
+        "tls_client_cert"
+    };
     if files && !tls_url {
         return Err(setting(
-            "tls_ca_file",
+            files_setting,
             "TLS certificates are configured but the Redis URL is not `rediss://`".to_owned(),
         ));
     }
@@ -148,12 +154,12 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
                 root_cert,
             };
             return redis::Client::build_with_tls(url, certs)
-                .map_err(|e| setting("tls_ca_file", format!("the TLS certificates: {e}")));
+                .map_err(|e| setting(files_setting, format!("the TLS certificates: {e}")));
         }
     }
     if files {
         return Err(setting(
-            "tls_ca_file",
+            files_setting,
             "TLS needs the `tls` feature of cache-runtime".to_owned(),
         ));
     }

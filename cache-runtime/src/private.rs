@@ -2,12 +2,11 @@
 //! signatures change with the macro, which is always the same version.
 
 use std::future::Future;
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
-use tracing::Instrument;
 
-use std::sync::Arc;
+use tracing::Instrument;
 
 use crate::cache::{Current, Unresolved, current_in, current_tenant};
 use crate::codec::Cacheable;
