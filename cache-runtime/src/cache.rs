@@ -18,7 +18,8 @@ use crate::policy::tags::ReusedVersions;
 use crate::policy::{BreakerState, Policy};
 use crate::stats::{Counters, LogLimiter, Stats};
 use crate::store::{
-    Backend, DisabledStore, MemoryStore, RedisOptions, RedisStore, Store, StoreError, StoreKind,
+    Backend, Connector, DisabledStore, MemoryStore, RedisOptions, RedisStore, Store, StoreError,
+    StoreKind,
 };
 
 /// A cache: a store plus its configuration and counters. Cheap to clone (one `Arc`).
@@ -112,11 +113,89 @@ enum ClientError {
 /// The redis-rs client for `url`, with the builder's TLS files (feature
 /// `tls`): trusted CA certificates and a client certificate.
 fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientError> {
+    match tls_files(url, b)? {
+        #[cfg(feature = "tls")]
+        Some((certs, setting)) => redis::Client::build_with_tls(url, certs)
+            .map_err(|e| setting_error(setting, format!("the TLS certificates: {e}"))),
+        _ => redis::Client::open(url).map_err(|e| url_error(url, e)),
+    }
+}
+
+/// The redis-rs cluster client for the seed nodes `urls`, with the
+/// builder's TLS files; `Err((url, error))` names the URL to blame.
+fn cluster_client(
+    urls: &[String],
+    b: &CacheBuilder,
+) -> Result<redis::cluster::ClusterClient, (String, ClientError)> {
+    let first = urls.first().ok_or_else(|| {
+        (
+            String::new(),
+            ClientError::Url("a cluster needs at least one seed node URL".to_owned()),
+        )
+    })?;
+    for url in urls {
+        // Each URL on its own, so that an error names the one to fix.
+        redis::Client::open(url.as_str()).map_err(|e| (url.clone(), url_error(url, e)))?;
+        if url.starts_with("rediss://") != first.starts_with("rediss://") {
+            return Err((
+                url.clone(),
+                ClientError::Url("mixes `redis://` and `rediss://` seed nodes".to_owned()),
+            ));
+        }
+    }
+    let files = tls_files(first, b).map_err(|e| (first.clone(), e))?;
+    let builder = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+        .connection_timeout(b.connect_timeout)
+        // MOVED/ASK and reconnections are retried quickly; the operation
+        // timeout bounds the whole call anyway.
+        .retries(3)
+        .min_retry_wait(5)
+        .max_retry_wait(100);
+    #[cfg(feature = "tls")]
+    let builder = match files {
+        Some((certs, setting)) => {
+            // The cluster client checks certificates only when it connects:
+            // check them now, as a single node's client does.
+            redis::Client::build_with_tls(first.as_str(), certs.clone()).map_err(|e| {
+                (
+                    first.clone(),
+                    setting_error(setting, format!("the TLS certificates: {e}")),
+                )
+            })?;
+            builder.certs(certs)
+        }
+        None => builder,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = files;
+    builder
+        .build()
+        .map_err(|e| (first.clone(), ClientError::Url(e.to_string())))
+}
+
+fn setting_error(setting: &'static str, reason: String) -> ClientError {
+    ClientError::Config(ConfigError::InvalidSetting { setting, reason })
+}
+
+fn url_error(url: &str, e: redis::RedisError) -> ClientError {
+    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        ClientError::Url("`rediss://` needs the `tls` feature of cache-runtime".to_owned())
+    } else {
+        ClientError::Url(e.to_string())
+    }
+}
+
+/// The TLS certificates the builder names for `url`, read and checked
+/// (`None`: none configured, and the system's roots are used for a
+/// `rediss://` URL), with the builder setting to blame if they fail later.
+#[cfg(feature = "tls")]
+type TlsFiles = Option<(redis::TlsCertificates, &'static str)>;
+#[cfg(not(feature = "tls"))]
+type TlsFiles = Option<std::convert::Infallible>;
+
+fn tls_files(url: &str, b: &CacheBuilder) -> Result<TlsFiles, ClientError> {
     let tls_url = url.starts_with("rediss://");
     let files = b.tls_ca_file.is_some() || b.tls_client.is_some();
-    let setting = |setting, reason: String| {
-        ClientError::Config(ConfigError::InvalidSetting { setting, reason })
-    };
     // The builder method to blame when the files as a whole are wrong.
     let files_setting = if b.tls_ca_file.is_some() {
         "tls_ca_file"
@@ -124,7 +203,7 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
         "tls_client_cert"
     };
     if files && !tls_url {
-        return Err(setting(
+        return Err(setting_error(
             files_setting,
             "TLS certificates are configured but the Redis URL is not `rediss://`".to_owned(),
         ));
@@ -135,8 +214,9 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
         let _ = rustls::crypto::ring::default_provider().install_default();
         if files {
             let read = |name, path: &std::path::Path| {
-                std::fs::read(path)
-                    .map_err(|e| setting(name, format!("can not read `{}`: {e}", path.display())))
+                std::fs::read(path).map_err(|e| {
+                    setting_error(name, format!("can not read `{}`: {e}", path.display()))
+                })
             };
             let root_cert = match &b.tls_ca_file {
                 Some(path) => Some(read("tls_ca_file", path)?),
@@ -153,23 +233,39 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
                 client_tls,
                 root_cert,
             };
-            return redis::Client::build_with_tls(url, certs)
-                .map_err(|e| setting(files_setting, format!("the TLS certificates: {e}")));
+            return Ok(Some((certs, files_setting)));
         }
     }
     if files {
-        return Err(setting(
+        return Err(setting_error(
             files_setting,
             "TLS needs the `tls` feature of cache-runtime".to_owned(),
         ));
     }
-    redis::Client::open(url).map_err(|e| {
-        if tls_url && !cfg!(feature = "tls") {
-            ClientError::Url("`rediss://` needs the `tls` feature of cache-runtime".to_owned())
-        } else {
-            ClientError::Url(e.to_string())
-        }
-    })
+    Ok(None)
+}
+
+fn redis_options(b: &CacheBuilder) -> RedisOptions {
+    RedisOptions {
+        connect_timeout: b.connect_timeout,
+        op_timeout: b.op_timeout,
+        breaker_threshold: b.breaker_threshold,
+        breaker_open_for: b.breaker_open_for,
+        scan_count: b.scan_count,
+        delete_batch: b.delete_batch,
+    }
+}
+
+/// Logs whether Redis answers at start-up; never fails the build.
+async fn connected(store: &RedisStore, url: &str) {
+    match store.ping().await {
+        Ok(_) => tracing::info!(url, "cache connected to Redis"),
+        Err(e) => tracing::warn!(
+            url,
+            error = %e,
+            "Redis did not answer at start-up (down, unreachable or refusing our credentials): calls run without the cache until it does"
+        ),
+    }
 }
 
 /// The answer of [`Cache::health`], ready to serialize for an endpoint.
@@ -330,24 +426,34 @@ impl Cache {
                     ClientError::Url(reason) => invalid(reason),
                     ClientError::Config(e) => e,
                 })?;
-                let options = RedisOptions {
-                    connect_timeout: b.connect_timeout,
-                    op_timeout: b.op_timeout,
-                    breaker_threshold: b.breaker_threshold,
-                    breaker_open_for: b.breaker_open_for,
-                    scan_count: b.scan_count,
-                    delete_batch: b.delete_batch,
-                };
-                let store = RedisStore::new(client, options, counters.clone())
-                    .map_err(|e| invalid(e.to_string()))?;
-                match store.ping().await {
-                    Ok(_) => tracing::info!(url = %redact_url(url), "cache connected to Redis"),
-                    Err(e) => tracing::warn!(
-                        url = %redact_url(url),
-                        error = %e,
-                        "Redis did not answer at start-up (down, unreachable or refusing our credentials): calls run without the cache until it does"
-                    ),
-                }
+                let store = RedisStore::new(
+                    Connector::Single(client),
+                    redis_options(&b),
+                    counters.clone(),
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+                connected(&store, &redact_url(url)).await;
+                Backend::Redis(store)
+            }
+            StoreConfig::Cluster(urls) => {
+                let client = cluster_client(urls, &b).map_err(|(url, e)| match e {
+                    ClientError::Url(reason) => ConfigError::InvalidRedisUrl {
+                        url: redact_url(&url),
+                        reason,
+                    },
+                    ClientError::Config(e) => e,
+                })?;
+                let store = RedisStore::new(
+                    Connector::Cluster(client),
+                    redis_options(&b),
+                    counters.clone(),
+                )
+                .map_err(|e| ConfigError::InvalidRedisUrl {
+                    url: redact_url(&urls[0]),
+                    reason: e.to_string(),
+                })?;
+                let seeds: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+                connected(&store, &seeds.join(",")).await;
                 Backend::Redis(store)
             }
         };

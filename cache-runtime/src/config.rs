@@ -61,6 +61,8 @@ pub enum ConfigError {
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum StoreConfig {
     Redis(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
     Memory,
     Disabled,
 }
@@ -69,6 +71,10 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreConfig::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            StoreConfig::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+                .finish(),
             StoreConfig::Memory => f.write_str("Memory"),
             StoreConfig::Disabled => f.write_str("Disabled"),
         }
@@ -236,6 +242,7 @@ impl Default for CacheBuilder {
 /// stands for one variable per named store).
 pub const ENV_VARS: &[&str] = &[
     "REDIS_URL",
+    "REDIS_CLUSTER_URLS",
     "CACHE_DISABLED",
     "CACHE_NAMESPACE",
     "CACHE_DEFAULT_TTL",
@@ -259,6 +266,7 @@ impl CacheBuilder {
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `REDIS_URL` | `redis://[user:password@]host[:port][/db]`; unset: in-memory store | unset |
+    /// | `REDIS_CLUSTER_URLS` | seed nodes of a Redis Cluster, comma-separated (instead of `REDIS_URL`) | unset |
     /// | `CACHE_DISABLED` | `1`/`true`/`yes`: every call runs its body | `false` |
     /// | `CACHE_NAMESPACE` | first key segment | `cache` |
     /// | `CACHE_DEFAULT_TTL` | TTL of functions without `ttl`: seconds or `90s`, `5m`, `1h`, `1d` | `1h` |
@@ -306,8 +314,27 @@ impl CacheBuilder {
         extra_stores: Vec<String>,
     ) -> Result<Self, ConfigError> {
         let mut b = CacheBuilder::default();
-        if let Some(url) = lookup("REDIS_URL").filter(|u| !u.trim().is_empty()) {
-            b = b.redis_url(url);
+        let url = lookup("REDIS_URL").filter(|u| !u.trim().is_empty());
+        let cluster = lookup("REDIS_CLUSTER_URLS").filter(|u| !u.trim().is_empty());
+        match (url, cluster) {
+            (Some(_), Some(urls)) => {
+                return Err(env_err(
+                    "REDIS_CLUSTER_URLS",
+                    urls.split(',').map(redact_url).collect::<Vec<_>>().join(","),
+                    "REDIS_URL is set too: set one of them (a single server, or a cluster's seed nodes)"
+                        .to_owned(),
+                ));
+            }
+            (Some(url), None) => b = b.redis_url(url),
+            (None, Some(urls)) => {
+                b = b.redis_cluster(
+                    urls.split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            (None, None) => {}
         }
         if let Some(v) = lookup("CACHE_DISABLED")
             && parse_bool("CACHE_DISABLED", v)?
@@ -414,6 +441,24 @@ impl CacheBuilder {
     /// An ACL user goes in the URL: `redis://user:password@host:6379`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.store = StoreConfig::Redis(url.into());
+        self
+    }
+
+    /// Use the Redis Cluster that these seed nodes belong to (any reachable
+    /// one is enough; the rest of the topology is discovered and followed
+    /// through `MOVED`/`ASK` and node restarts). Same URL forms as
+    /// [`redis_url`](Self::redis_url): `rediss://` for TLS (with the same
+    /// certificate settings), `user:password@` for an ACL user.
+    ///
+    /// Every feature works on a cluster: each lease, fill and tag version
+    /// touches one key, multi-key deletes are split per slot, and pattern
+    /// invalidations scan every master.
+    pub fn redis_cluster<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.store = StoreConfig::Cluster(urls.into_iter().map(Into::into).collect());
         self
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 pub(crate) use self::disabled::DisabledStore;
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::{RedisOptions, RedisStore};
+pub(crate) use self::redis::{Connector, RedisOptions, RedisStore};
 use crate::policy::BreakerState;
 use crate::policy::lease::{LeaseFor, LeaseReply, Token};
 
@@ -137,6 +137,8 @@ pub(crate) trait Store: Send + Sync {
 pub enum StoreKind {
     /// A single Redis server.
     Redis,
+    /// A Redis Cluster.
+    Cluster,
     /// The embedded in-memory store.
     Memory,
     /// Caching switched off: every call runs its body.
@@ -153,7 +155,7 @@ pub(crate) enum Backend {
 impl Backend {
     pub fn kind(&self) -> StoreKind {
         match self {
-            Backend::Redis(_) => StoreKind::Redis,
+            Backend::Redis(r) => r.kind(),
             Backend::Memory(_) => StoreKind::Memory,
             Backend::Disabled(_) => StoreKind::Disabled,
         }

@@ -1,5 +1,13 @@
-//! A single Redis server through one shared `ConnectionManager`: multiplexed
-//! (every task pipelines over one socket) and reconnecting on I/O errors.
+//! Redis through one shared, multiplexed connection (every task pipelines
+//! over one socket per server): a `ConnectionManager` for a single server,
+//! reconnecting on I/O errors, or a cluster connection, which routes each
+//! command to its slot's master, follows `MOVED`/`ASK` and reconnects to
+//! restarted nodes.
+//!
+//! On a cluster nothing crosses slots: every script touches one key, a
+//! lookup's tag versions are read apart from the entry (`MGET`, split per
+//! slot by the client), multi-key `UNLINK`s are split per slot, and a
+//! pattern invalidation scans each master in turn.
 //!
 //! Every operation is bounded by the operation timeout and guarded by the
 //! circuit breaker. When the breaker opens, the connection is replaced: a
@@ -12,10 +20,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, RedisResult, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
 
-use super::{Fetched, Store, StoreError, parse_tag_version};
+use super::{Fetched, Store, StoreError, StoreKind, parse_tag_version};
 use crate::metrics::Op;
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
@@ -40,12 +51,72 @@ pub(crate) struct RedisOptions {
     pub delete_batch: usize,
 }
 
+/// Where connections come from.
+pub(crate) enum Connector {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+impl Connector {
+    /// A connection that connects in the background: creating it never waits.
+    fn connect(&self, options: &RedisOptions) -> RedisResult<Conn> {
+        match self {
+            Connector::Single(client) => Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                manager_config(options),
+            )?)),
+            Connector::Cluster(client) => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(options.connect_timeout);
+                Ok(Conn::Cluster(
+                    client.get_pending_async_connection_with_config(config),
+                ))
+            }
+        }
+    }
+}
+
+/// One multiplexed connection handle (cheap to clone).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct RedisStore(Arc<Inner>);
 
 struct Inner {
-    client: Client,
-    conn: ArcSwap<ConnectionManager>,
+    client: Connector,
+    conn: ArcSwap<Conn>,
     options: RedisOptions,
     breaker: Breaker,
     /// The cache's counters, for the operation-duration and breaker metrics.
@@ -82,12 +153,11 @@ impl RedisStore {
     /// Creates the store without waiting for Redis: the connection is made
     /// lazily, so a Redis that is down at start-up delays nothing.
     pub fn new(
-        client: Client,
+        client: Connector,
         options: RedisOptions,
         counters: Arc<Counters>,
     ) -> RedisResult<Self> {
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options))?;
+        let conn = client.connect(&options)?;
         let breaker = Breaker::new(
             options.breaker_threshold,
             options.breaker_open_for,
@@ -101,6 +171,17 @@ impl RedisStore {
             counters,
             set_nx_get: AtomicBool::new(true),
         })))
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        match self.0.client {
+            Connector::Single(_) => StoreKind::Redis,
+            Connector::Cluster(_) => StoreKind::Cluster,
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.0.client, Connector::Cluster(_))
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -155,6 +236,87 @@ impl RedisStore {
         }
     }
 
+    /// SCAN walks the keyspace (of one cluster master: `node`) in steps of
+    /// COUNT without blocking the server (KEYS would); each step's matches
+    /// are UNLINKed (freed off the main thread) before the next step.
+    async fn delete_pattern_on(
+        &self,
+        node: Option<(String, u16)>,
+        pattern: &str,
+    ) -> Result<u64, StoreError> {
+        let count = self.0.options.scan_count;
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let node = node.clone();
+            let (next, keys): (u64, Vec<String>) = self
+                .guarded(Op::Scan, |mut conn| async move {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(count);
+                    match (node, &mut conn) {
+                        (Some((host, port)), Conn::Cluster(cluster)) => {
+                            let at = SingleNodeRoutingInfo::ByAddress { host, port };
+                            let reply = cluster
+                                .route_command(scan, RoutingInfo::SingleNode(at))
+                                .await?;
+                            Ok(redis::from_redis_value(reply)?)
+                        }
+                        _ => scan.query_async(&mut conn).await,
+                    }
+                })
+                .await?;
+            removed += self.delete(&keys).await?;
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The cluster's masters (`host`, `port`), from `CLUSTER SLOTS`.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let slots: Vec<Value> = self
+            .guarded(Op::Scan, |mut conn| async move {
+                redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let mut masters = Vec::new();
+        for range in slots {
+            // [start, end, [host, port, id, ..], replicas..]
+            let Value::Array(range) = range else { continue };
+            let Some(Value::Array(master)) = range.get(2) else {
+                continue;
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::SimpleString(h)) => h.clone(),
+                _ => continue,
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(*port) else {
+                continue;
+            };
+            if !masters.contains(&(host.clone(), port)) {
+                masters.push((host, port));
+            }
+        }
+        if masters.is_empty() {
+            return Err(StoreError::Reply(
+                "CLUSTER SLOTS named no master".to_owned(),
+            ));
+        }
+        Ok(masters)
+    }
+
     /// Sets the breaker gauge when the state changed (`force`: anyway).
     fn report_breaker(&self, force: bool) {
         self.0
@@ -165,9 +327,10 @@ impl RedisStore {
 
     /// PING, bounded by the connect timeout, past the breaker: used at
     /// start-up to log whether Redis is reachable (it never fails the
-    /// build) and by health checks. The round trip's duration when it answered.
+    /// build) and by health checks. The round trip's duration when it
+    /// answered. On a cluster, every master must answer.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
-        let mut conn = ConnectionManager::clone(&self.0.conn.load());
+        let mut conn = Conn::clone(&self.0.conn.load());
         let started = Instant::now();
         let answer = tokio::time::timeout(
             self.0.options.connect_timeout,
@@ -188,7 +351,7 @@ impl RedisStore {
     /// recording its duration as `what`.
     async fn guarded<T, F, Fut>(&self, what: Op, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let inner = &*self.0;
@@ -198,7 +361,7 @@ impl RedisStore {
         if permit == Permit::Probe {
             self.report_breaker(false);
         }
-        let conn = ConnectionManager::clone(&inner.conn.load());
+        let conn = Conn::clone(&inner.conn.load());
         let started = Instant::now();
         let answer = tokio::time::timeout(inner.options.op_timeout, op(conn)).await;
         inner.counters.metrics.op(what, started.elapsed());
@@ -236,10 +399,7 @@ impl RedisStore {
             self.report_breaker(false);
             // Replace the connection: the old one may be a black hole that
             // will never produce the I/O error redis-rs reconnects on.
-            match ConnectionManager::new_lazy_with_config(
-                inner.client.clone(),
-                manager_config(&inner.options),
-            ) {
+            match inner.client.connect(&inner.options) {
                 Ok(fresh) => inner.conn.store(Arc::new(fresh)),
                 Err(e) => tracing::warn!(error = %e, "could not create a fresh Redis connection"),
             }
@@ -297,8 +457,7 @@ impl Store for RedisStore {
         with_ttl: bool,
         tags: &[String],
     ) -> Result<Fetched, StoreError> {
-        // One pipeline of single-key commands (no MGET: on a cluster the
-        // tags live in other slots than the entry).
+        let cluster = self.is_cluster();
         let replies: Vec<Value> = self
             .guarded(Op::Fetch, |mut conn| async move {
                 let mut pipe = redis::pipe();
@@ -306,10 +465,27 @@ impl Store for RedisStore {
                 if with_ttl {
                     pipe.cmd("PTTL").arg(key);
                 }
-                for tag in tags {
-                    pipe.cmd("GET").arg(tag);
+                if !cluster || tags.is_empty() {
+                    // One pipeline of single-key commands.
+                    for tag in tags {
+                        pipe.cmd("GET").arg(tag);
+                    }
+                    return pipe.query_async(&mut conn).await;
                 }
-                pipe.query_async(&mut conn).await
+                // On a cluster the tags live in other slots than the entry
+                // (a pipeline must not cross slots): read them at the same
+                // time with one MGET, which the client splits per slot.
+                let mut tag_conn = conn.clone();
+                let mut mget = redis::cmd("MGET");
+                mget.arg(tags);
+                let (mut entry, versions): (Vec<Value>, Vec<Value>) =
+                    futures_util::future::try_join(
+                        pipe.query_async(&mut conn),
+                        mget.query_async(&mut tag_conn),
+                    )
+                    .await?;
+                entry.extend(versions);
+                Ok(entry)
             })
             .await?;
         let mut replies = replies.into_iter();
@@ -334,18 +510,32 @@ impl Store for RedisStore {
 
     async fn tag_versions(&self, tags: &[String], ttl: Duration) -> Result<Vec<u64>, StoreError> {
         let px = (ttl.as_millis() as u64).max(1);
+        let cluster = self.is_cluster();
         let versions: Vec<Vec<u8>> = self
             .guarded(Op::Tags, |mut conn| async move {
                 // EVAL, not EVALSHA: a pipeline can not reload a script on
                 // NOSCRIPT, and the server caches the compiled script anyway.
-                let mut pipe = redis::pipe();
-                for tag in tags {
-                    pipe.cmd("EVAL")
-                        .arg(tags::ENSURE)
+                let ensure = |tag: &String| {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(tags::ENSURE)
                         .arg(1)
                         .arg(tag)
                         .arg(new_tag_version())
                         .arg(px);
+                    cmd
+                };
+                if cluster {
+                    // Each tag in its own slot: one command each, at once.
+                    let calls = tags.iter().map(|tag| {
+                        let mut conn = conn.clone();
+                        let cmd = ensure(tag);
+                        async move { cmd.query_async::<Vec<u8>>(&mut conn).await }
+                    });
+                    return futures_util::future::try_join_all(calls).await;
+                }
+                let mut pipe = redis::pipe();
+                for tag in tags {
+                    pipe.add_command(ensure(tag));
                 }
                 pipe.query_async(&mut conn).await
             })
@@ -397,31 +587,15 @@ impl Store for RedisStore {
     }
 
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
-        // SCAN walks the keyspace in steps of COUNT without blocking the
-        // server (KEYS would); each step's matches are UNLINKed (freed off
-        // the main thread) before the next step.
-        let count = self.0.options.scan_count;
-        let mut cursor: u64 = 0;
-        let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .guarded(Op::Scan, |mut conn| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(count)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            removed += self.delete(&keys).await?;
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
+        if !self.is_cluster() {
+            return self.delete_pattern_on(None, pattern).await;
         }
+        // Every master holds its own part of the keyspace: scan each.
+        let mut removed = 0;
+        for master in self.masters().await? {
+            removed += self.delete_pattern_on(Some(master), pattern).await?;
+        }
+        Ok(removed)
     }
 
     async fn lease(
