@@ -427,7 +427,7 @@ impl Cache {
                     ClientError::Config(e) => e,
                 })?;
                 let store = RedisStore::new(
-                    Connector::Single(client),
+                    Connector::Single(Box::new(client)),
                     redis_options(&b),
                     counters.clone(),
                 )

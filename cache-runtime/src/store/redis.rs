@@ -53,7 +53,8 @@ pub(crate) struct RedisOptions {
 
 /// Where connections come from.
 pub(crate) enum Connector {
-    Single(Client),
+    // Boxed: the single client is large, and this lives once per store.
+    Single(Box<Client>),
     Cluster(ClusterClient),
 }
 
@@ -62,7 +63,7 @@ impl Connector {
     fn connect(&self, options: &RedisOptions) -> RedisResult<Conn> {
         match self {
             Connector::Single(client) => Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
-                client.clone(),
+                Client::clone(client),
                 manager_config(options),
             )?)),
             Connector::Cluster(client) => {
