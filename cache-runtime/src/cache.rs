@@ -427,7 +427,7 @@ impl Cache {
                     ClientError::Config(e) => e,
                 })?;
                 let store = RedisStore::new(
-                    Connector::Single(Box::new(client)),
+                    Connector::Single(client),
                     redis_options(&b),
                     counters.clone(),
                 )

@@ -52,9 +52,10 @@ pub(crate) struct RedisOptions {
 }
 
 /// Where connections come from.
+// One per store, never moved on a hot path: the sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Connector {
-    // Boxed: the single client is large, and this lives once per store.
-    Single(Box<Client>),
+    Single(Client),
     Cluster(ClusterClient),
 }
 
@@ -63,7 +64,7 @@ impl Connector {
     fn connect(&self, options: &RedisOptions) -> RedisResult<Conn> {
         match self {
             Connector::Single(client) => Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
-                Client::clone(client),
+                client.clone(),
                 manager_config(options),
             )?)),
             Connector::Cluster(client) => {
