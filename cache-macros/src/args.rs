@@ -22,6 +22,7 @@ pub const OPTIONS: &[&str] = &[
     "stale_while_revalidate",
     "stale_if_error",
     "store",
+    "near",
     "crate",
 ];
 
@@ -75,6 +76,7 @@ pub struct Args {
     pub skip: Option<(Ident, Vec<Ident>)>,
     pub invalidate: Option<(Ident, Vec<InvalidateEntry>)>,
     pub cache_none: Option<(Ident, LitBool)>,
+    pub near: Option<(Ident, LitBool)>,
     pub lease: Option<(Ident, LitBool)>,
     pub lease_ttl: Option<(Ident, DurationArg)>,
     pub early_refresh: Option<(Ident, EarlyRefresh)>,
@@ -337,6 +339,12 @@ impl Args {
                 "cache_none" => {
                     let lit: LitBool = meta.value()?.parse()?;
                     set_once(&mut args.cache_none, &meta, (name, lit))
+                }
+                "near" => {
+                    let lit: LitBool = meta.value()?.parse().map_err(|e: syn::Error| {
+                        syn::Error::new(e.span(), "`near` takes `true` or `false`")
+                    })?;
+                    set_once(&mut args.near, &meta, (name, lit))
                 }
                 "crate" => {
                     let lit: LitStr = meta.value()?.parse()?;

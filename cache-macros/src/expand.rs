@@ -416,10 +416,14 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let new_body = match plan.mode {
         Mode::Read => {
             let call = own_call(krate, plan);
-            let read = spanned_call(
-                quote!(#krate::__private::read::<#shape, _, _>),
-                quote!(&__CACHE_SPEC, __cache_call, #body),
-            );
+            // `near = true` needs the stored value to be `Clone`: the near
+            // tier hands out copies of one decoded value.
+            let read_fn = if plan.near {
+                quote!(#krate::__private::read_near::<#shape, _, _>)
+            } else {
+                quote!(#krate::__private::read::<#shape, _, _>)
+            };
+            let read = spanned_call(read_fn, quote!(&__CACHE_SPEC, __cache_call, #body));
             quote! {
                 #store_use
                 #spec

@@ -75,6 +75,9 @@ pub struct Plan {
     pub key_params: Vec<(Ident, Type)>,
     pub ttl_ms: Option<u64>,
     pub cache_none: bool,
+    /// `near = true`: served from the in-process near tier when it holds
+    /// the entry (read functions only).
+    pub near: bool,
     /// The stampede options; `None`: not given, the cache's setting applies.
     /// Only read functions take them.
     pub lease: Option<bool>,
@@ -448,6 +451,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         args.early_refresh.as_ref().map(|(name, _)| name),
         args.stale_while_revalidate.as_ref().map(|(name, _)| name),
         args.stale_if_error.as_ref().map(|(name, _)| name),
+        args.near.as_ref().map(|(name, _)| name),
     ];
     let not_read = match mode {
         Mode::Read => None,
@@ -777,6 +781,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         store,
         ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
+        near: args.near.as_ref().is_some_and(|(_, l)| l.value),
         lease,
         lease_ttl_ms,
         early_refresh,

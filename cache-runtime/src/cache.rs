@@ -123,10 +123,7 @@ fn redis_client(url: &str, b: &CacheBuilder) -> Result<redis::Client, ClientErro
 
 /// The redis-rs cluster client for the seed nodes `urls`, with the
 /// builder's TLS files; `Err((url, error))` names the URL to blame.
-fn cluster_client(
-    urls: &[String],
-    b: &CacheBuilder,
-) -> Result<redis::cluster::ClusterClient, (String, ClientError)> {
+fn cluster_client(urls: &[String], b: &CacheBuilder) -> Result<Connector, (String, ClientError)> {
     let first = urls.first().ok_or_else(|| {
         (
             String::new(),
@@ -168,9 +165,11 @@ fn cluster_client(
     };
     #[cfg(not(feature = "tls"))]
     let _ = files;
-    builder
+    let client = builder
         .build()
-        .map_err(|e| (first.clone(), ClientError::Url(e.to_string())))
+        .map_err(|e| (first.clone(), ClientError::Url(e.to_string())))?;
+    let seed = redis_client(first, b).map_err(|e| (first.clone(), e))?;
+    Ok(Connector::Cluster { client, seed })
 }
 
 fn setting_error(setting: &'static str, reason: String) -> ClientError {
@@ -253,6 +252,8 @@ fn redis_options(b: &CacheBuilder) -> RedisOptions {
         breaker_open_for: b.breaker_open_for,
         scan_count: b.scan_count,
         delete_batch: b.delete_batch,
+        near: b.near.clone(),
+        near_prefixes: crate::near::prefixes(&b.namespace),
     }
 }
 
@@ -414,49 +415,46 @@ impl Cache {
             stores.insert(name, cache);
         }
         let counters = Arc::new(Counters::new(label));
-        let store = match &b.store {
-            StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
-            StoreConfig::Disabled => Backend::Disabled(DisabledStore),
-            StoreConfig::Redis(url) => {
-                let invalid = |reason: String| ConfigError::InvalidRedisUrl {
-                    url: redact_url(url),
-                    reason,
-                };
-                let client = redis_client(url, &b).map_err(|e| match e {
-                    ClientError::Url(reason) => invalid(reason),
-                    ClientError::Config(e) => e,
-                })?;
-                let store = RedisStore::new(
-                    Connector::Single(client),
-                    redis_options(&b),
-                    counters.clone(),
-                )
-                .map_err(|e| invalid(e.to_string()))?;
-                connected(&store, &redact_url(url)).await;
-                Backend::Redis(store)
-            }
-            StoreConfig::Cluster(urls) => {
-                let client = cluster_client(urls, &b).map_err(|(url, e)| match e {
-                    ClientError::Url(reason) => ConfigError::InvalidRedisUrl {
-                        url: redact_url(&url),
+        let store =
+            match &b.store {
+                StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
+                StoreConfig::Disabled => Backend::Disabled(DisabledStore),
+                StoreConfig::Redis(url) => {
+                    let invalid = |reason: String| ConfigError::InvalidRedisUrl {
+                        url: redact_url(url),
                         reason,
-                    },
-                    ClientError::Config(e) => e,
-                })?;
-                let store = RedisStore::new(
-                    Connector::Cluster(client),
-                    redis_options(&b),
-                    counters.clone(),
-                )
-                .map_err(|e| ConfigError::InvalidRedisUrl {
-                    url: redact_url(&urls[0]),
-                    reason: e.to_string(),
-                })?;
-                let seeds: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
-                connected(&store, &seeds.join(",")).await;
-                Backend::Redis(store)
-            }
-        };
+                    };
+                    let client = redis_client(url, &b).map_err(|e| match e {
+                        ClientError::Url(reason) => invalid(reason),
+                        ClientError::Config(e) => e,
+                    })?;
+                    let store = RedisStore::new(
+                        Connector::Single(client),
+                        redis_options(&b),
+                        counters.clone(),
+                    )
+                    .map_err(|e| invalid(e.to_string()))?;
+                    connected(&store, &redact_url(url)).await;
+                    Backend::Redis(store)
+                }
+                StoreConfig::Cluster(urls) => {
+                    let client = cluster_client(urls, &b).map_err(|(url, e)| match e {
+                        ClientError::Url(reason) => ConfigError::InvalidRedisUrl {
+                            url: redact_url(&url),
+                            reason,
+                        },
+                        ClientError::Config(e) => e,
+                    })?;
+                    let store = RedisStore::new(client, redis_options(&b), counters.clone())
+                        .map_err(|e| ConfigError::InvalidRedisUrl {
+                            url: redact_url(&urls[0]),
+                            reason: e.to_string(),
+                        })?;
+                    let seeds: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+                    connected(&store, &seeds.join(",")).await;
+                    Backend::Redis(store)
+                }
+            };
         let retry = RetryQueue::new(store.clone(), counters.clone(), b.invalidation_retry_for);
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -588,7 +586,33 @@ impl Cache {
     /// are at [`store(name)`](Self::store)`.stats()`). Per-function
     /// counters: [`function_stats`](crate::function_stats).
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        let mut stats = self.inner.counters.snapshot();
+        if let Backend::Redis(r) = &self.inner.store
+            && let Some(near) = r.started_near()
+        {
+            stats.near_flushes = near.flushes();
+        }
+        stats
+    }
+
+    /// The near tier of this cache's store (started on first use); `None`
+    /// for the memory and disabled stores, or when switched off.
+    #[inline]
+    pub(crate) fn near(&self) -> Option<&Arc<crate::near::Near>> {
+        match &self.inner.store {
+            Backend::Redis(r) => r.near(),
+            _ => None,
+        }
+    }
+
+    /// Counts a hit served by the near tier.
+    #[inline]
+    pub(crate) fn near_hit(&self, spec: &'static crate::__private::Spec) {
+        let counters = &*self.inner.counters;
+        Counters::bump(&counters.hits);
+        Counters::bump(&counters.near_hits);
+        spec.count(crate::metrics::Event::Hit);
+        spec.count(crate::metrics::Event::NearHit);
     }
 
     /// Whether the store answers, for a health endpoint: a `PING` past the

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::Cache;
 use crate::codec::{Codec, Compression, Format};
+use crate::near::NearOptions;
 use crate::policy::Policy;
 
 /// Configuration that can not work. Returned by [`CacheBuilder::build`] and
@@ -210,6 +211,7 @@ pub struct CacheBuilder {
     pub(crate) tls_ca_file: Option<PathBuf>,
     /// PEM client certificate and key for mutual TLS.
     pub(crate) tls_client: Option<(PathBuf, PathBuf)>,
+    pub(crate) near: NearOptions,
 }
 
 impl Default for CacheBuilder {
@@ -234,6 +236,7 @@ impl Default for CacheBuilder {
             stores: BTreeMap::new(),
             tls_ca_file: None,
             tls_client: None,
+            near: NearOptions::default(),
         }
     }
 }
@@ -254,6 +257,9 @@ pub const ENV_VARS: &[&str] = &[
     "CACHE_COMPRESS_ABOVE",
     "CACHE_ENFORCE_TENANTS",
     "CACHE_TAG_VERSION_REUSE",
+    "CACHE_NEAR",
+    "CACHE_NEAR_CAPACITY",
+    "CACHE_NEAR_MAX_TTL",
     "CACHE_STORE_<NAME>_URL",
     "CACHE_TLS_CA_FILE",
     "CACHE_TLS_CERT_FILE",
@@ -278,6 +284,9 @@ impl CacheBuilder {
     /// | `CACHE_COMPRESS_ABOVE` | compress encoded values of at least this many bytes | `1024` |
     /// | `CACHE_ENFORCE_TENANTS` | `true`: calls outside [`Cache::with_tenant`] bypass the cache | `false` |
     /// | `CACHE_TAG_VERSION_REUSE` | how long a process reuses tag versions it read | `0` (off) |
+    /// | `CACHE_NEAR` | `false`: `near = true` functions read Redis like the others | `true` |
+    /// | `CACHE_NEAR_CAPACITY` | most entries of the near tier, per store | `10000` |
+    /// | `CACHE_NEAR_MAX_TTL` | longest life of a near entry, whatever its Redis TTL | `5m` |
     /// | `CACHE_STORE_<NAME>_URL` | the named store `<name>`: a Redis URL, `memory` or `disabled` | unset |
     /// | `CACHE_TLS_CA_FILE` | PEM certificates to trust for `rediss://` (feature `tls`) | the system's roots |
     /// | `CACHE_TLS_CERT_FILE`, `CACHE_TLS_KEY_FILE` | PEM client certificate and key, for servers that require them (`tls-auth-clients`) | unset |
@@ -422,6 +431,21 @@ impl CacheBuilder {
         if let Some(d) = duration("CACHE_TAG_VERSION_REUSE")? {
             b = b.tag_version_reuse(d);
         }
+        if let Some(v) = lookup("CACHE_NEAR") {
+            b.near.enabled = parse_bool("CACHE_NEAR", v)?;
+        }
+        if let Some(v) = lookup("CACHE_NEAR_CAPACITY") {
+            b.near.capacity = v.trim().parse().map_err(|_| {
+                env_err(
+                    "CACHE_NEAR_CAPACITY",
+                    v.clone(),
+                    "expected a number of entries",
+                )
+            })?;
+        }
+        if let Some(d) = duration("CACHE_NEAR_MAX_TTL")? {
+            b.near.max_ttl = d;
+        }
         let mut names: Vec<String> = crate::__private::store_uses()
             .map(|u| u.store.to_owned())
             .chain(extra_stores)
@@ -530,6 +554,30 @@ impl CacheBuilder {
     /// is given up and counted as dropped (default 30 s).
     pub fn invalidation_retry_for(mut self, window: Duration) -> Self {
         self.invalidation_retry_for = window;
+        self
+    }
+
+    /// The near tier of functions marked `#[cached(near = true)]` (default
+    /// on): an in-process copy of their values in front of Redis, kept
+    /// coherent across processes by Redis' client tracking. Off, they read
+    /// Redis like every other function. The memory store has no near tier
+    /// (it is in-process already).
+    pub fn near_cache(mut self, enabled: bool) -> Self {
+        self.near.enabled = enabled;
+        self
+    }
+
+    /// Most entries the near tier keeps per store (default 10,000); the
+    /// least useful are evicted first.
+    pub fn near_capacity(mut self, entries: u64) -> Self {
+        self.near.capacity = entries;
+        self
+    }
+
+    /// Longest life of a near entry (default 5 minutes). Each entry also
+    /// expires with the fresh part of its Redis key's TTL, read with it.
+    pub fn near_max_ttl(mut self, ttl: Duration) -> Self {
+        self.near.max_ttl = ttl;
         self
     }
 

@@ -46,6 +46,7 @@ pub mod codec;
 mod config;
 pub mod key;
 pub mod metrics;
+mod near;
 pub mod policy;
 mod read;
 mod stats;

@@ -15,6 +15,7 @@
 //! | `cache_coalesced_total` | counter | `cache` | calls that shared another call's run of the body |
 //! | `cache_lease_waits_total` | counter | `cache` | misses that waited for another process's fill |
 //! | `cache_refreshes_total` | counter | `cache` | early and stale-while-revalidate recomputations |
+//! | `cache_near_hits_total` | counter | `cache` | hits served by the in-process near tier (`near = true`; counted in `cache_hits_total` too) |
 //! | `cache_store_operation_duration_seconds` | histogram | `store`, `op` | Redis round trips (`get`, `fetch`, `set`, `delete`, `scan`, `lease`, `fill`, `release`, `tags`, `ping`), failed ones included |
 //! | `cache_errors_total` | counter | `store`, `kind` | `timeout`, `connection` (refused, reset, error replies), `breaker_open`, `decode`, `encode`, `invalidation_failed`, `invalidation_dropped` |
 //! | `cache_invalidations_total` | counter | `store`, `kind` | confirmed removals: `key` (entries and tag versions), `pattern` |
@@ -50,9 +51,10 @@ pub(crate) enum Event {
     Coalesced,
     LeaseWait,
     Refresh,
+    NearHit,
 }
 
-const EVENTS: usize = 7;
+const EVENTS: usize = 8;
 const EVENT_METRICS: [&str; EVENTS] = [
     "cache_hits_total",
     "cache_misses_total",
@@ -61,6 +63,7 @@ const EVENT_METRICS: [&str; EVENTS] = [
     "cache_coalesced_total",
     "cache_lease_waits_total",
     "cache_refreshes_total",
+    "cache_near_hits_total",
 ];
 const LOAD_DURATION: &str = "cache_load_duration_seconds";
 
@@ -140,6 +143,7 @@ impl Spec {
             coalesced: count(Event::Coalesced),
             lease_waits: count(Event::LeaseWait),
             refreshes: count(Event::Refresh),
+            near_hits: count(Event::NearHit),
             hit_ratio: ratio(count(Event::Hit), count(Event::Miss)),
         }
     }
@@ -172,6 +176,8 @@ pub struct FunctionStats {
     pub lease_waits: u64,
     /// Early and stale-while-revalidate recomputations.
     pub refreshes: u64,
+    /// Hits served by the in-process near tier (counted in `hits` too).
+    pub near_hits: u64,
     /// `hits / (hits + misses)`, or 0 before any lookup (also
     /// [`hit_ratio()`](Self::hit_ratio); a field so that it is serialized).
     pub hit_ratio: f64,
@@ -382,6 +388,10 @@ pub(crate) fn describe() {
     describe_counter!(
         "cache_refreshes_total",
         "Early and stale-while-revalidate recomputations"
+    );
+    describe_counter!(
+        "cache_near_hits_total",
+        "Hits served by the in-process near tier"
     );
     describe_histogram!(
         "cache_store_operation_duration_seconds",

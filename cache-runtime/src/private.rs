@@ -284,9 +284,77 @@ where
     if !span.is_disabled() {
         span.record("key", call.key.as_str());
     }
-    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body, &span)
+    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body, &span, None)
         .instrument(span.clone())
         .await
+}
+
+/// [`read`] for a `near = true` function: the near tier first (a copy of
+/// the decoded value, no round trip); on a near miss, the Redis read, and
+/// a fresh value found there is kept near for the rest of its fresh TTL.
+#[inline]
+pub async fn read_near<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
+where
+    S: Shape<R>,
+    S::Value: Cacheable + Clone + Send + Sync + 'static,
+    F: Future<Output = R>,
+{
+    let Some(cache) = call.cache else {
+        return body.await;
+    };
+    let near = match cache.near() {
+        Some(near) if !crate::cache::warming() => near.clone(),
+        _ => {
+            return read::<S, R, F>(
+                spec,
+                Call {
+                    cache: Some(cache),
+                    ..call
+                },
+                body,
+            )
+            .await;
+        }
+    };
+    if let Some(value) = near.get::<S::Value>(&call.key) {
+        cache.near_hit(spec);
+        return S::from_stored(value);
+    }
+    let span = tracing::debug_span!(
+        "cached",
+        function = spec.name,
+        key = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record("key", call.key.as_str());
+    }
+    let ticket = near.ticket(&call.key);
+    let (key, tags) = (call.key, call.tags);
+    let keep = |value: &S::Value, remaining: Option<Duration>, versions: &[Option<u64>]| {
+        // Every tag must have a version: an entry without one is a miss.
+        let Some(tagged) = tags
+            .iter()
+            .zip(versions)
+            .map(|(tag, v)| v.map(|v| (tag.clone(), v)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let ttl = remaining.unwrap_or(Duration::MAX);
+        near.insert(ticket, &key, value, ttl, &tagged);
+    };
+    crate::read::read::<S, R, F>(
+        spec,
+        &cache,
+        key.clone(),
+        tags.clone(),
+        body,
+        &span,
+        Some(&keep),
+    )
+    .instrument(span.clone())
+    .await
 }
 
 /// Write-through: always runs the body; on success invalidates the listed

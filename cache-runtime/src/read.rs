@@ -32,6 +32,8 @@ use crate::store::{Store, StoreError};
 /// The policy in effect for one call: the function's options over the cache's.
 struct Effective {
     ttl: Duration,
+    /// The near tier keeps what this call reads (it needs the remaining TTL).
+    near: bool,
     leases: bool,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -46,6 +48,7 @@ impl Effective {
         let p = &cache.inner.policy;
         Effective {
             ttl: spec.ttl.unwrap_or(cache.inner.default_ttl),
+            near: false,
             leases: spec.lease.unwrap_or(p.leases),
             lease_ttl: spec.lease_ttl.unwrap_or(p.lease_ttl),
             lease_wait: p.lease_wait,
@@ -70,7 +73,7 @@ impl Effective {
     /// Whether lookups need the key's remaining TTL (one more command in the
     /// same round trip); plain functions read with a bare GET.
     fn needs_ttl(&self) -> bool {
-        self.beta > 0.0 || !self.stale_extra().is_zero()
+        self.near || self.beta > 0.0 || !self.stale_extra().is_zero()
     }
 
     /// How long the versions of an entry's tags are kept: past the entry's
@@ -242,7 +245,13 @@ pub(crate) async fn store_tagged<V: Cacheable>(
     }
 }
 
+/// What the near tier keeps of a fresh value read from Redis: the value,
+/// its remaining fresh time (`None`: no expiry) and its tags' versions.
+pub(crate) type Keep<'a, V> = &'a (dyn Fn(&V, Option<Duration>, &[Option<u64>]) + Sync);
+
 /// Cache-aside with single flight, leases, early refresh and stale serving.
+/// `keep`: a `near = true` function's near tier, given each fresh value
+/// the lookup finds in Redis.
 pub(crate) async fn read<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
@@ -250,6 +259,7 @@ pub(crate) async fn read<S, R, F>(
     tags: Vec<String>,
     body: F,
     span: &tracing::Span,
+    keep: Option<Keep<'_, S::Value>>,
 ) -> R
 where
     S: Shape<R>,
@@ -257,7 +267,8 @@ where
     F: Future<Output = R>,
 {
     let counters = &*cache.inner.counters;
-    let eff = Effective::new(cache, spec);
+    let mut eff = Effective::new(cache, spec);
+    eff.near = keep.is_some();
     let call = Miss { key, tags, eff };
     if warming() {
         span.record("outcome", "warm");
@@ -275,6 +286,11 @@ where
         } => {
             count(spec, &counters.hits, Event::Hit);
             span.record("outcome", "hit");
+            if let Some(keep) = keep
+                && !refreshing
+            {
+                keep(&value, remaining, &versions);
+            }
             if !refreshing
                 && eff.beta > 0.0
                 && let (Some(remaining), Some(delta)) = (remaining, spec.load_time.get())

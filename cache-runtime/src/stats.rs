@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     /// The store's metric keys (labelled with its name).
     pub metrics: StoreMetrics,
     pub hits: AtomicU64,
+    pub near_hits: AtomicU64,
     pub misses: AtomicU64,
     pub stores: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -45,6 +46,7 @@ impl Counters {
         Counters {
             metrics: StoreMetrics::new(store),
             hits: zero(0),
+            near_hits: zero(0),
             misses: zero(0),
             stores: zero(0),
             decode_errors: zero(0),
@@ -101,6 +103,8 @@ impl Counters {
         let l = |c: &AtomicU64| c.load(Relaxed);
         Stats {
             hits: l(&self.hits),
+            near_hits: l(&self.near_hits),
+            near_flushes: 0,
             misses: l(&self.misses),
             stores: l(&self.stores),
             decode_errors: l(&self.decode_errors),
@@ -141,8 +145,14 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Lookups answered from the store.
+    /// Lookups answered from the store (or its near tier).
     pub hits: u64,
+    /// Hits answered by the in-process near tier (`near = true`), counted
+    /// in `hits` too.
+    pub near_hits: u64,
+    /// Times the near tier was flushed because a tracking connection to
+    /// Redis was lost or stopped answering.
+    pub near_flushes: u64,
     /// Lookups that found no servable value: the body ran, in this call or
     /// in the one it joined (see `coalesced`).
     pub misses: u64,

@@ -15,7 +15,7 @@
 //! only timeouts, which redis-rs does not treat as a reason to reconnect.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -28,6 +28,7 @@ use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script,
 
 use super::{Fetched, Store, StoreError, StoreKind, parse_tag_version};
 use crate::metrics::Op;
+use crate::near::{self, Near, NearOptions, Nodes};
 use crate::policy::BreakerState;
 use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::lease::{self, Content, LeaseFor, LeaseReply, Token, classify};
@@ -49,6 +50,9 @@ pub(crate) struct RedisOptions {
     pub breaker_open_for: Duration,
     pub scan_count: usize,
     pub delete_batch: usize,
+    /// The near tier's settings, and the key prefixes it tracks.
+    pub near: NearOptions,
+    pub near_prefixes: Vec<String>,
 }
 
 /// Where connections come from.
@@ -56,7 +60,12 @@ pub(crate) struct RedisOptions {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Connector {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster {
+        client: ClusterClient,
+        /// The first seed node's client: the template (credentials, TLS)
+        /// of the near tier's connection to each master.
+        seed: Client,
+    },
 }
 
 impl Connector {
@@ -67,7 +76,7 @@ impl Connector {
                 client.clone(),
                 manager_config(options),
             )?)),
-            Connector::Cluster(client) => {
+            Connector::Cluster { client, .. } => {
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(options.connect_timeout);
                 Ok(Conn::Cluster(
@@ -126,6 +135,8 @@ struct Inner {
     /// Whether the server takes `SET .. NX .. GET` (Redis 7.0 and later),
     /// the Lua-free lease of a miss; cleared on its first syntax error.
     set_nx_get: AtomicBool,
+    /// The near tier, started by the first `near = true` read.
+    near: OnceLock<Option<Arc<Near>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -172,18 +183,56 @@ impl RedisStore {
             breaker,
             counters,
             set_nx_get: AtomicBool::new(true),
+            near: OnceLock::new(),
         })))
     }
 
     pub fn kind(&self) -> StoreKind {
         match self.0.client {
             Connector::Single(_) => StoreKind::Redis,
-            Connector::Cluster(_) => StoreKind::Cluster,
+            Connector::Cluster { .. } => StoreKind::Cluster,
+        }
+    }
+
+    /// The near tier, started on first use (it needs a Tokio runtime for
+    /// its tracking connections); `None` when switched off.
+    pub fn near(&self) -> Option<&Arc<Near>> {
+        self.0
+            .near
+            .get_or_init(|| {
+                let options = &self.0.options;
+                if !options.near.enabled {
+                    return None;
+                }
+                let runtime = tokio::runtime::Handle::try_current().ok()?;
+                let near = Arc::new(Near::new(options.near.clone()));
+                runtime.spawn(near::track(
+                    Arc::downgrade(&near),
+                    Masters(Arc::downgrade(&self.0)),
+                    options.near_prefixes.clone(),
+                    options.connect_timeout,
+                ));
+                Some(near)
+            })
+            .as_ref()
+    }
+
+    /// The near tier if a read started it.
+    pub fn started_near(&self) -> Option<&Arc<Near>> {
+        self.0.near.get().and_then(Option::as_ref)
+    }
+
+    /// Drops `key` from this process's near tier (if started), after a
+    /// change this process made to it: it reads its own writes at once,
+    /// without waiting for the server's push.
+    fn forget(&self, key: &str) {
+        if let Some(Some(near)) = self.0.near.get() {
+            near.drop_key(key);
         }
     }
 
     fn is_cluster(&self) -> bool {
-        matches!(self.0.client, Connector::Cluster(_))
+        matches!(self.0.client, Connector::Cluster { .. })
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -409,6 +458,27 @@ impl RedisStore {
     }
 }
 
+/// The nodes the near tier tracks: the server, or every master of the
+/// cluster (asked anew at each reconnection).
+struct Masters(Weak<Inner>);
+
+impl Nodes for Masters {
+    async fn addresses(&self) -> Result<Vec<Client>, String> {
+        let inner = self.0.upgrade().ok_or("the cache was dropped")?;
+        match &inner.client {
+            Connector::Single(client) => Ok(vec![near::client_at(client, None)?]),
+            Connector::Cluster { seed, .. } => {
+                let store = RedisStore(inner.clone());
+                let masters = store.masters().await.map_err(|e| e.to_string())?;
+                masters
+                    .iter()
+                    .map(|(host, port)| near::client_at(seed, Some((host, *port))))
+                    .collect()
+            }
+        }
+    }
+}
+
 /// A `PTTL` reply: `-1` (no expiry) is `Duration::MAX`, `-2` (gone) zero.
 fn pttl_duration(pttl: i64) -> Duration {
     match u64::try_from(pttl) {
@@ -558,16 +628,19 @@ impl Store for RedisStore {
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         // PX keeps sub-second TTLs exact; at least 1 ms (PX 0 is an error).
         let px = (ttl.as_millis() as u64).max(1);
-        self.guarded(Op::Set, |mut conn| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value.as_ref())
-                .arg("PX")
-                .arg(px)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let set = self
+            .guarded(Op::Set, |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value.as_ref())
+                    .arg("PX")
+                    .arg(px)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await;
+        self.forget(key);
+        set
     }
 
     async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
@@ -576,26 +649,35 @@ impl Store for RedisStore {
         }
         let mut removed = 0;
         for batch in keys.chunks(self.0.options.delete_batch) {
-            removed += self
+            let unlinked = self
                 .guarded(Op::Delete, |mut conn| async move {
                     redis::cmd("UNLINK")
                         .arg(batch)
                         .query_async::<u64>(&mut conn)
                         .await
                 })
-                .await?;
+                .await;
+            for key in batch {
+                self.forget(key);
+            }
+            removed += unlinked?;
         }
         Ok(removed)
     }
 
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
-        if !self.is_cluster() {
-            return self.delete_pattern_on(None, pattern).await;
-        }
-        // Every master holds its own part of the keyspace: scan each.
-        let mut removed = 0;
-        for master in self.masters().await? {
-            removed += self.delete_pattern_on(Some(master), pattern).await?;
+        let removed = if self.is_cluster() {
+            // Every master holds its own part of the keyspace: scan each.
+            let mut removed = 0;
+            for master in self.masters().await? {
+                removed += self.delete_pattern_on(Some(master), pattern).await?;
+            }
+            removed
+        } else {
+            self.delete_pattern_on(None, pattern).await?
+        };
+        if let Some(Some(near)) = self.0.near.get() {
+            near.drop_pattern(pattern);
         }
         Ok(removed)
     }
@@ -646,27 +728,33 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let px = (ttl.as_millis() as u64).max(1);
         let prefix = token.record_prefix();
-        self.guarded(Op::Fill, |mut conn| async move {
-            FILL.key(key)
-                .arg(prefix)
-                .arg(value.as_ref())
-                .arg(px)
-                .invoke_async::<bool>(&mut conn)
-                .await
-        })
-        .await
+        let filled = self
+            .guarded(Op::Fill, |mut conn| async move {
+                FILL.key(key)
+                    .arg(prefix)
+                    .arg(value.as_ref())
+                    .arg(px)
+                    .invoke_async::<bool>(&mut conn)
+                    .await
+            })
+            .await;
+        self.forget(key);
+        filled
     }
 
     async fn release(&self, key: &str, token: &Token, restore: bool) -> Result<bool, StoreError> {
         let prefix = token.record_prefix();
-        self.guarded(Op::Release, |mut conn| async move {
-            RELEASE
-                .key(key)
-                .arg(prefix)
-                .arg(if restore { "1" } else { "0" })
-                .invoke_async::<bool>(&mut conn)
-                .await
-        })
-        .await
+        let released = self
+            .guarded(Op::Release, |mut conn| async move {
+                RELEASE
+                    .key(key)
+                    .arg(prefix)
+                    .arg(if restore { "1" } else { "0" })
+                    .invoke_async::<bool>(&mut conn)
+                    .await
+            })
+            .await;
+        self.forget(key);
+        released
     }
 }
