@@ -30,20 +30,25 @@ impl Certs {
         ca.distinguished_name
             .push(DnType::CommonName, "cache-runtime test CA");
         let ca = ca.self_signed(&ca_key).unwrap();
-        let leaf = |names: Vec<String>, usage| {
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usages;
             let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
             (cert.pem(), key.serialize_pem())
         };
         let (server, server_key) = leaf(
             vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            // Client use too: cluster nodes present it to each other on
+            // the TLS bus.
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         );
         let (client, client_key) = leaf(
             vec!["cache-client".to_owned()],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
         for (file, pem) in [
             ("ca.pem", ca.pem()),
@@ -256,4 +261,146 @@ async fn tls_configuration_errors_are_typed_at_start_up() {
     .build()
     .await;
     assert!(from_env.is_ok(), "{from_env:?}");
+}
+
+static CLUSTER_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(prefix = "cl", id = "id", ttl = 60)]
+async fn cluster_item(id: u32) -> u32 {
+    CLUSTER_RUNS.fetch_add(1, Ordering::SeqCst);
+    id * 10
+}
+
+#[cached(prefix = "near", id = "id", ttl = 60, near = true)]
+async fn near_item(id: u32) -> u32 {
+    id * 100
+}
+
+/// A 3-master cluster whose nodes take TLS clients (`tls-cluster yes`:
+/// the bus is TLS too, and TLS clients are sent to TLS ports) and the ACL
+/// user `app`; created and watched over the plain ports by `redis-cli`.
+fn tls_cluster(certs: &Certs) -> (Vec<RedisServer>, Vec<u16>) {
+    let mut nodes = Vec::new();
+    let mut tls_ports = Vec::new();
+    for _ in 0..3 {
+        let bus = free_port().to_string();
+        let (node, tls_port) = tls_server(
+            certs,
+            false,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                &bus,
+                "--tls-cluster",
+                "yes",
+                "--user",
+                "app",
+                "on",
+                ">cl-s3cret",
+                "~*",
+                "&*",
+                "+@all",
+            ],
+        );
+        nodes.push(node);
+        tls_ports.push(tls_port);
+    }
+    // `redis-cli --cluster create` waits for the nodes to meet without a
+    // deadline of its own (a bus that can not connect hangs it): give it one.
+    let mut create = std::process::Command::new("timeout");
+    create.args(["30", "redis-cli", "--cluster", "create"]);
+    for node in &nodes {
+        create.arg(format!("127.0.0.1:{}", node.port()));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(|n| {
+        let info = n.cli(&["CLUSTER", "INFO"]);
+        info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS cluster never became ok"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (nodes, tls_ports)
+}
+
+#[tokio::test]
+async fn a_cluster_over_tls_with_an_acl_user() {
+    let certs = Certs::new("cluster");
+    let (nodes, tls_ports) = tls_cluster(&certs);
+    let seeds = |password: &str| -> Vec<String> {
+        tls_ports
+            .iter()
+            .take(2)
+            .map(|p| format!("rediss://app:{password}@127.0.0.1:{p}"))
+            .collect()
+    };
+    let build = |password: &str| {
+        Cache::builder()
+            .redis_cluster(seeds(password))
+            .tls_ca_file(certs.path("ca.pem"))
+            .namespace("tlsc")
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+    };
+    let cache = build("cl-s3cret").await.unwrap();
+    let health = cache.health().await;
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(health.store, cache_runtime::StoreKind::Cluster);
+    assert!(!format!("{cache:?}").contains("cl-s3cret"));
+
+    Cache::scope(cache.clone(), async {
+        for round in 0..2 {
+            for id in 0..30 {
+                assert_eq!(cluster_item(id).await, id * 10, "round {round}");
+            }
+        }
+    })
+    .await;
+    assert_eq!(CLUSTER_RUNS.load(Ordering::SeqCst), 30);
+    assert_eq!(cache.stats().hits, 30);
+    for (i, node) in nodes.iter().enumerate() {
+        let keys = node.keys();
+        assert!(
+            keys.iter().any(|k| k.starts_with("tlsc:cl:")),
+            "master {i} holds some entries, stored over TLS: {keys:?}"
+        );
+    }
+
+    // The near tier's tracking connections go to every master with the
+    // same TLS settings and user.
+    let near = common::eventually(Duration::from_secs(5), || {
+        let cache = cache.clone();
+        async move {
+            Cache::scope(cache.clone(), near_item(7)).await;
+            cache.stats().near_hits > 0
+        }
+    })
+    .await;
+    assert!(near, "no near hit over a TLS cluster");
+
+    // A wrong password: unhealthy, calls run their bodies, nothing leaks.
+    let wrong = build("nope").await.unwrap();
+    let health = wrong.health().await;
+    assert!(!health.healthy);
+    assert!(!health.error.unwrap_or_default().contains("nope"));
+    Cache::scope(wrong.clone(), async {
+        assert_eq!(cluster_item(99).await, 990);
+    })
+    .await;
+    assert_eq!(wrong.stats().hits, 0);
 }
