@@ -18,6 +18,16 @@ echo "using $(redis-server --version)" >&2
 
 cargo test --workspace --all-features "$@"
 
+# The suites that take their Redis from `RedisServer::start()` run again on a
+# 3-master Redis Cluster (tests/common/mod.rs starts it); tests/cluster.rs
+# ran on one above already.
+if [ "$#" -eq 0 ]; then
+    echo "the shared suites again, on a Redis Cluster (CACHE_TEST_TOPOLOGY=cluster)" >&2
+    CACHE_TEST_TOPOLOGY=cluster cargo test --all-features \
+        --test redis_cache --test tags --test stampede --test tenants \
+        --test key_escaping --test codecs --test early_refresh --test named_stores --test near
+fi
+
 # The example service's HTTP tests ran on SQLite above; run them on
 # Postgres too when one answers locally (each test uses a schema of its own).
 pg_url="${SERVICE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"

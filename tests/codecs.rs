@@ -33,8 +33,8 @@ async fn posts(n: u64) -> Vec<Post> {
 }
 
 async fn cache(server: &RedisServer, codec: Codec, compression: Compression) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
+    server
+        .builder()
         .namespace("c")
         .codec(codec)
         .compression(compression, 1024)
@@ -45,22 +45,18 @@ async fn cache(server: &RedisServer, codec: Codec, compression: Compression) -> 
 
 /// The raw bytes under `key`.
 async fn raw(server: &RedisServer, key: &str) -> Vec<u8> {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("GET")
         .arg(key)
-        .query_async(&mut conn)
+        .query_async(&mut server.connection_for(key).await)
         .await
         .unwrap()
 }
 
 async fn set_raw(server: &RedisServer, key: &str, value: &[u8]) {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let () = redis::cmd("SET")
         .arg(key)
         .arg(value)
-        .query_async(&mut conn)
+        .query_async(&mut server.connection_for(key).await)
         .await
         .unwrap();
 }
@@ -95,12 +91,7 @@ fn formats() -> Vec<(Codec, Compression)> {
 #[tokio::test]
 async fn json_is_the_default_and_stays_plain() {
     let server = RedisServer::start();
-    let cache = Cache::builder()
-        .redis_url(server.url())
-        .namespace("c")
-        .build()
-        .await
-        .unwrap();
+    let cache = server.builder().namespace("c").build().await.unwrap();
     let value = Cache::scope(cache, posts(2)).await;
     let stored = raw(&server, "c:posts:2").await;
     assert_eq!(stored, serde_json::to_vec(&value).unwrap());

@@ -54,8 +54,8 @@ struct Report {
 }
 
 async fn load(server: &RedisServer, early_refresh: bool) -> Report {
-    let cache = Cache::builder()
-        .redis_url(server.url())
+    let cache = server
+        .builder()
         .namespace(if early_refresh { "xf-on" } else { "xf-off" })
         .build()
         .await

@@ -2,8 +2,9 @@
 //! stored format, TTLs, `Result`/`Option` semantics, every kind of
 //! invalidation, write-through, methods, and garbage under a key.
 //!
-//! Every test starts its own `redis-server` and counts body executions in its
-//! own `Db`, so the tests of this file run in parallel without interfering.
+//! Every test starts its own Redis (one server, or a cluster under
+//! `CACHE_TEST_TOPOLOGY=cluster`) and counts body executions in its own `Db`,
+//! so the tests of this file run in parallel without interfering.
 
 mod common;
 
@@ -50,8 +51,8 @@ impl Db {
 }
 
 async fn redis_cache(server: &RedisServer, namespace: &str) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
+    server
+        .builder()
         .namespace(namespace)
         .build()
         .await
@@ -304,8 +305,8 @@ async fn template_keys_bare_keys_and_method_keys() {
 #[tokio::test]
 async fn ttl_expires_entries_and_is_set_in_redis() {
     let server = RedisServer::start();
-    let cache = Cache::builder()
-        .redis_url(server.url())
+    let cache = server
+        .builder()
         .namespace("rc-ttl")
         .default_ttl(Duration::from_secs(7))
         .build()
@@ -658,24 +659,21 @@ async fn garbage_under_a_key_is_a_miss_and_is_overwritten() {
 #[tokio::test]
 async fn pattern_invalidation_scans_the_whole_keyspace_in_steps() {
     let server = RedisServer::start();
-    let cache = Cache::builder()
-        .redis_url(server.url())
+    let cache = server
+        .builder()
         .namespace("rc-scan")
         .scan_count(100)
         .build()
         .await
         .unwrap();
     // 2,000 pages of user 1 and 300 of user 11, written straight into Redis.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut pipe = redis::pipe();
-    for (user, pages) in [(1, 2_000), (11, 300)] {
-        for page in 0..pages {
-            pipe.set(format!("rc-scan:user:{user}:posts:page:{page}"), r#"["x"]"#)
-                .ignore();
+    let mut pages = Vec::new();
+    for (user, count) in [(1, 2_000), (11, 300)] {
+        for page in 0..count {
+            pages.push((format!("rc-scan:user:{user}:posts:page:{page}"), r#"["x"]"#));
         }
     }
-    pipe.query_async::<()>(&mut conn).await.unwrap();
+    server.set_many(pages).await;
     let db = Db::default();
     Cache::scope(cache.clone(), async {
         assert_eq!(user_posts(&db, 1, 1999).await, vec!["x".to_owned()]);
@@ -683,8 +681,11 @@ async fn pattern_invalidation_scans_the_whole_keyspace_in_steps() {
         update_user(&db, 1).await.unwrap();
     })
     .await;
-    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-    assert_eq!(dbsize, 300, "every page of user 1 is gone, user 11's stay");
+    assert_eq!(
+        server.dbsize(),
+        300,
+        "every page of user 1 is gone, user 11's stay"
+    );
     let left = server.keys();
     assert!(
         left.iter()

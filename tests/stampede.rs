@@ -101,8 +101,8 @@ async fn early_row(db: &Db, id: u64) -> u64 {
 }
 
 async fn redis_cache(server: &RedisServer, namespace: &str, leases: bool) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
+    server
+        .builder()
         .namespace(namespace)
         .leases(leases)
         .build()
@@ -217,8 +217,7 @@ async fn a_lease_is_never_mistaken_for_a_value() {
         spawn_in(&cache, async move { row(&db, 1).await })
     };
     until_calls(&db, 1).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection_for("rec:row:1").await;
     let raw: Vec<u8> = redis::cmd("GET")
         .arg("rec:row:1")
         .query_async(&mut conn)
@@ -286,8 +285,7 @@ async fn a_miss_leases_without_lua_and_a_dead_holders_record_is_taken_over() {
 
     // A dead refresher's record: it carries a value and its deadline (1 s
     // after the epoch) has passed, but the key has a minute left.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection_for("nx:row:50").await;
     let record = b"\xC1lease:0123456789abcdef0123456789abcdef:1000:not json".to_vec();
     let () = redis::cmd("SET")
         .arg("nx:row:50")
@@ -359,16 +357,16 @@ async fn a_cancelled_leader_does_not_strand_its_followers() {
     let server = RedisServer::start();
     // A lease that was not given back would hold followers for 30 s: the
     // bound below proves the cancelled leader released it.
-    let redis = Cache::builder()
-        .redis_url(server.url())
+    let redis = server
+        .builder()
         .namespace("cancel")
         .lease_ttl(Duration::from_secs(30))
         .lease_wait(Duration::from_secs(30))
         .build()
         .await
         .unwrap();
-    let other = Cache::builder()
-        .redis_url(server.url())
+    let other = server
+        .builder()
         .namespace("cancel")
         .lease_ttl(Duration::from_secs(30))
         .lease_wait(Duration::from_secs(30))
@@ -401,6 +399,26 @@ async fn a_cancelled_leader_does_not_strand_its_followers() {
         assert!(values.iter().all(|&v| v == 1), "{values:?}");
         assert_eq!(db.calls(), 2, "the cancelled run and one more");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_the_body_costs_one_more_run_not_one_per_waiter() {
+    let server = RedisServer::start();
+    let a = redis_cache(&server, "relead", true).await;
+    let db = Db::new();
+    db.close_gate();
+    let callers = spawn_calls(10, &[&a], &db, |db| async move { row(&db, 1).await });
+    until_calls(&db, 1).await;
+    // The row changes while the holder's body runs: its lease is voided,
+    // its fill refused, and its nine waiters must not each run the body.
+    assert_eq!(Cache::scope(a.clone(), update_row(&db, 1)).await, 2);
+    db.open_gate();
+    let values = join_all(callers, Duration::from_secs(10)).await;
+    assert_eq!(values.iter().filter(|&&v| v == 2).count(), 9, "{values:?}");
+    // The voided run, and one run for the waiters.
+    assert_eq!(db.calls(), 2, "{:?}", a.stats());
+    assert_eq!(a.stats().leases_lost, 1);
+    assert_eq!(server.get("relead:row:1").as_deref(), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,12 +64,7 @@ async fn edit_author(db: &Db, author: u64) -> u64 {
 }
 
 async fn redis_cache(server: &RedisServer, namespace: &str) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
-        .namespace(namespace)
-        .build()
-        .await
-        .unwrap()
+    server.builder().namespace(namespace).build().await.unwrap()
 }
 
 async fn memory_cache() -> Cache {
@@ -180,8 +175,8 @@ async fn invalidating_a_tag_touches_one_key() {
 async fn a_result_read_before_a_tag_invalidation_is_not_served() {
     let server = RedisServer::start();
     // Leases off: the stored-after-invalidation value really is written.
-    let cache = Cache::builder()
-        .redis_url(server.url())
+    let cache = server
+        .builder()
         .namespace("race")
         .leases(false)
         .build()
@@ -253,8 +248,8 @@ async fn reused_versions_are_stale_for_at_most_the_window() {
     let server = RedisServer::start();
     let window = Duration::from_millis(400);
     let build = |reuse| {
-        Cache::builder()
-            .redis_url(server.url())
+        server
+            .builder()
             .namespace("reuse")
             .tag_version_reuse(reuse)
             .build()

@@ -22,8 +22,8 @@ async fn purge_invoices() -> bool {
 }
 
 async fn cache(server: &RedisServer, namespace: &str, enforce: bool) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
+    server
+        .builder()
         .namespace(namespace)
         .enforce_tenants(enforce)
         .build()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tracing::Instrument;
 
 use crate::cache::{Current, Unresolved, current_in, current_tenant};
@@ -292,8 +293,28 @@ where
 /// [`read`] for a `near = true` function: the near tier first (a copy of
 /// the decoded value, no round trip); on a near miss, the Redis read, and
 /// a fresh value found there is kept near for the rest of its fresh TTL.
+///
+/// Not an `async fn`: a near hit returns a ready future, so the caller's
+/// future stays small (the Redis path is boxed; it pays a round trip anyway).
 #[inline]
-pub async fn read_near<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
+pub fn read_near<S, R, F>(spec: &'static Spec, call: Call, body: F) -> impl Future<Output = R>
+where
+    S: Shape<R>,
+    S::Value: Cacheable + Clone + Send + Sync + 'static,
+    F: Future<Output = R>,
+{
+    if let Some(cache) = &call.cache
+        && let Some(near) = cache.near()
+        && let Some(value) = near.get::<S::Value>(&call.key)
+        && !crate::cache::warming()
+    {
+        cache.near_hit(spec);
+        return Either::Left(std::future::ready(S::from_stored(value)));
+    }
+    Either::Right(Box::pin(read_near_slow::<S, R, F>(spec, call, body)))
+}
+
+async fn read_near_slow<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
 where
     S: Shape<R>,
     S::Value: Cacheable + Clone + Send + Sync + 'static,
@@ -305,21 +326,13 @@ where
     let near = match cache.near() {
         Some(near) if !crate::cache::warming() => near.clone(),
         _ => {
-            return read::<S, R, F>(
-                spec,
-                Call {
-                    cache: Some(cache),
-                    ..call
-                },
-                body,
-            )
-            .await;
+            let call = Call {
+                cache: Some(cache),
+                ..call
+            };
+            return read::<S, R, F>(spec, call, body).await;
         }
     };
-    if let Some(value) = near.get::<S::Value>(&call.key) {
-        cache.near_hit(spec);
-        return S::from_stored(value);
-    }
     let span = tracing::debug_span!(
         "cached",
         function = spec.name,

@@ -494,7 +494,20 @@ where
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
     let shared = match (S::to_store(&result, spec.cache_none), recorded) {
-        (Some(value), Some(recorded)) => lease.fill(value, &recorded, eff.store_ttl()).await,
+        (Some(value), Some(recorded)) => {
+            match lease.fill(value, &recorded, eff.store_ttl()).await {
+                Ok(shared) => shared,
+                Err(LeaseLost) => {
+                    // Invalidated (or Redis lost the lease) while the body ran:
+                    // this result may predate the invalidation, so it is not
+                    // shared. The flight ends without a result: the waiting
+                    // callers start over, and one of them leads (and leases)
+                    // again, rather than each running the body.
+                    drop(leader);
+                    return or_stale::<S, R>(spec, cache, result, stale);
+                }
+            }
+        }
         (Some(_), None) => {
             lease.release(false).await;
             None
@@ -577,9 +590,10 @@ where
         return S::from_stored(servable);
     }
     let shared = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => {
-            lease.fill(value, &recorded, eff.store_ttl()).await
-        }
+        (Some(value), Some(lease), Some(recorded)) => lease
+            .fill(value, &recorded, eff.store_ttl())
+            .await
+            .unwrap_or(None),
         (Some(value), None, Some(recorded)) => {
             cache
                 .set_encoded(key, value, &recorded, eff.store_ttl())
@@ -651,9 +665,10 @@ where
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
     let stored = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => {
-            lease.fill(value, &recorded, eff.store_ttl()).await
-        }
+        (Some(value), Some(lease), Some(recorded)) => lease
+            .fill(value, &recorded, eff.store_ttl())
+            .await
+            .unwrap_or(None),
         (Some(value), None, Some(recorded)) => {
             cache
                 .set_encoded(key, value, &recorded, eff.store_ttl())
@@ -709,6 +724,9 @@ fn or_stale<S: Shape<R>, R>(
     }
 }
 
+/// A fill found its lease gone.
+struct LeaseLost;
+
 /// A lease this call holds. Dropped unfilled (the call was cancelled), it
 /// is given back in the background so nobody waits for it to expire.
 struct LeaseGuard {
@@ -728,20 +746,23 @@ impl LeaseGuard {
 
     /// Stores `value` if the lease is still ours. Returns the encoded value
     /// when it was stored (then safe to share) or the store did not answer,
-    /// `None` when the lease was lost.
+    /// `None` when it could not be encoded, `LeaseLost` when the lease was
+    /// gone (voided by an invalidation, or lost with a Redis restart).
     async fn fill<V: Cacheable>(
         mut self,
         value: &V,
         tag_versions: &[u64],
         ttl: Duration,
-    ) -> Option<Bytes> {
-        let token = self.token.take()?;
+    ) -> Result<Option<Bytes>, LeaseLost> {
+        let Some(token) = self.token.take() else {
+            return Ok(None);
+        };
         let cache = &self.cache;
         let bytes = match cache.encode(value, tag_versions) {
             Some(bytes) => bytes,
             None => {
                 let _ = cache.inner.store.release(&self.key, &token, true).await;
-                return None;
+                return Ok(None);
             }
         };
         let shared = Bytes::from(bytes);
@@ -753,17 +774,17 @@ impl LeaseGuard {
         {
             Ok(true) => {
                 Counters::bump(&cache.inner.counters.stores);
-                Some(shared)
+                Ok(Some(shared))
             }
             Ok(false) => {
                 Counters::bump(&cache.inner.counters.leases_lost);
-                None
+                Err(LeaseLost)
             }
             // Unreachable: nothing was stored; share the result with this
             // process's callers rather than send each to the database.
             Err(e) => {
                 cache.store_failed(&e);
-                e.is_unavailable().then_some(shared)
+                Ok(e.is_unavailable().then_some(shared))
             }
         }
     }

@@ -102,7 +102,7 @@ impl Counters {
     pub fn snapshot(&self) -> Stats {
         let l = |c: &AtomicU64| c.load(Relaxed);
         Stats {
-            hits: l(&self.hits),
+            hits: l(&self.hits) + l(&self.near_hits),
             near_hits: l(&self.near_hits),
             near_flushes: 0,
             misses: l(&self.misses),
@@ -128,7 +128,7 @@ impl Counters {
             tenant_bypasses: l(&self.tenant_bypasses),
             tag_misses: l(&self.tag_misses),
             warmed: l(&self.warmed),
-            hit_ratio: crate::metrics::ratio(l(&self.hits), l(&self.misses)),
+            hit_ratio: crate::metrics::ratio(l(&self.hits) + l(&self.near_hits), l(&self.misses)),
         }
     }
 }
