@@ -508,10 +508,11 @@ mod tests {
         ] {
             assert!(err(dup).contains("duplicate option"));
         }
+        assert_eq!(err(quote!(near = "yes")), "`near` takes `true` or `false`");
         let e = err(quote!(stor = "flags"));
         assert!(
             e.contains("prefix, id, ttl, skip, version, tags, invalidate, cache_none")
-                && e.ends_with("stale_if_error, store, crate"),
+                && e.ends_with("stale_if_error, store, near, crate"),
             "{e}"
         );
     }
