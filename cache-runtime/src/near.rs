@@ -269,7 +269,7 @@ impl Near {
         }
         if self
             .entries
-            .invalidate_entries_if(move |key, _| glob_match(&pattern, key.as_bytes()))
+            .invalidate_entries_if(move |key, _| crate::key::glob_match(&pattern, key.as_bytes()))
             .is_err()
         {
             self.entries.invalidate_all();
@@ -480,103 +480,9 @@ pub(crate) fn prefixes(ns: &str) -> Vec<String> {
     [":", "@", "#"].iter().map(|s| format!("{ns}{s}")).collect()
 }
 
-/// Redis' glob matching (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes), as
-/// `SCAN MATCH` applies it.
-pub(crate) fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    let (mut p, mut i) = (0, 0);
-    // Where to resume after the last `*`: (pattern index, string index).
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        let step = match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p + 1, i));
-                p += 1;
-                continue;
-            }
-            Some(b'?') => Some(p + 1),
-            Some(b'[') => class(pattern, p, s[i]),
-            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == s[i]).then_some(p + 2),
-            Some(&c) => (c == s[i]).then_some(p + 1),
-            None => None,
-        };
-        match (step, star) {
-            (Some(next), _) => {
-                p = next;
-                i += 1;
-            }
-            (None, Some((sp, si))) => {
-                p = sp;
-                i = si + 1;
-                star = Some((sp, si + 1));
-            }
-            (None, None) => return false,
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
-}
-
-/// Matches `c` against the class starting at `pattern[p] == b'['`; the
-/// index after the class when it matches.
-fn class(pattern: &[u8], mut p: usize, c: u8) -> Option<usize> {
-    p += 1;
-    let negate = pattern.get(p) == Some(&b'^');
-    if negate {
-        p += 1;
-    }
-    let mut matched = false;
-    loop {
-        match pattern.get(p) {
-            None => break, // unterminated: Redis treats the end as `]`
-            Some(b']') => {
-                p += 1;
-                break;
-            }
-            Some(b'\\') if p + 1 < pattern.len() => {
-                matched |= pattern[p + 1] == c;
-                p += 2;
-            }
-            Some(&lo)
-                if pattern.get(p + 1) == Some(&b'-')
-                    && p + 2 < pattern.len()
-                    && pattern[p + 2] != b']' =>
-            {
-                let hi = pattern[p + 2];
-                let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-                matched |= (lo..=hi).contains(&c);
-                p += 3;
-            }
-            Some(&x) => {
-                matched |= x == c;
-                p += 1;
-            }
-        }
-    }
-    (matched != negate).then_some(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_like_redis() {
-        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
-        assert!(m("app:user:7:posts:*", "app:user:7:posts:page:1"));
-        assert!(!m("app:user:7:posts:*", "app:user:70:posts:page:1"));
-        assert!(m("app[:@#]*", "app@t:x"));
-        assert!(!m("app[:@#]*", "apple:x"));
-        assert!(m("a?c", "abc"));
-        assert!(!m("a?c", "ac"));
-        assert!(m("a\\*c", "a*c"));
-        assert!(!m("a\\*c", "abc"));
-        assert!(m("*", ""));
-        assert!(m("a*b*c", "axxbyyc"));
-        assert!(!m("a*b*c", "axxbyy"));
-        assert!(m("[^a]x", "bx"));
-        assert!(!m("[^a]x", "ax"));
-        assert!(m("[a-c]", "b"));
-        assert!(!m("[a-c]", "d"));
-    }
 
     fn live() -> Near {
         let near = Near::new(NearOptions::default());

@@ -274,8 +274,16 @@ where
     let Some(cache) = call.cache else {
         return body.await;
     };
-    // One span per call, at DEBUG: free while that level is off. The body
-    // runs inside it, so the database's own spans nest under the call.
+    let span = call_span(spec, &call.key);
+    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body, &span, None)
+        .instrument(span.clone())
+        .await
+}
+
+/// One span per call, at DEBUG: free while that level is off. The body
+/// runs inside it, so the database's own spans nest under the call.
+#[inline]
+fn call_span(spec: &'static Spec, key: &str) -> tracing::Span {
     let span = tracing::debug_span!(
         "cached",
         function = spec.name,
@@ -283,11 +291,9 @@ where
         outcome = tracing::field::Empty,
     );
     if !span.is_disabled() {
-        span.record("key", call.key.as_str());
+        span.record("key", key);
     }
-    crate::read::read::<S, R, F>(spec, &cache, call.key, call.tags, body, &span, None)
-        .instrument(span.clone())
-        .await
+    span
 }
 
 /// [`read`] for a `near = true` function: the near tier first (a copy of
@@ -333,15 +339,7 @@ where
             return read::<S, R, F>(spec, call, body).await;
         }
     };
-    let span = tracing::debug_span!(
-        "cached",
-        function = spec.name,
-        key = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        span.record("key", call.key.as_str());
-    }
+    let span = call_span(spec, &call.key);
     let ticket = near.ticket(&call.key);
     let (key, tags) = (call.key, call.tags);
     let keep = |value: &S::Value, remaining: Option<Duration>, versions: &[Option<u64>]| {
