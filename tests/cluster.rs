@@ -248,6 +248,9 @@ async fn a_master_restarted_under_traffic_fails_no_caller() {
     );
     let calls_down = db.calls();
     assert!(calls_down > KEYS, "the missing master's keys ran the body");
+    // Health pings every master: one down is unhealthy.
+    let health = cache.health().await;
+    assert!(!health.healthy, "a master is down: {health:?}");
 
     server.restart_node(victim);
     // Hits resume: over a stretch of traffic no body runs, and the master
@@ -259,6 +262,7 @@ async fn a_master_restarted_under_traffic_fails_no_caller() {
     })
     .await;
     assert!(resumed, "the body still runs: {:?}", cache.stats());
+    assert!(cache.health().await.healthy);
     let held = server.node_keys(victim);
     assert!(
         victims.iter().all(|k| held.contains(k)),

@@ -338,28 +338,7 @@ impl RedisStore {
                     .await
             })
             .await?;
-        let mut masters = Vec::new();
-        for range in slots {
-            // [start, end, [host, port, id, ..], replicas..]
-            let Value::Array(range) = range else { continue };
-            let Some(Value::Array(master)) = range.get(2) else {
-                continue;
-            };
-            let host = match master.first() {
-                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                Some(Value::SimpleString(h)) => h.clone(),
-                _ => continue,
-            };
-            let Some(Value::Int(port)) = master.get(1) else {
-                continue;
-            };
-            let Ok(port) = u16::try_from(*port) else {
-                continue;
-            };
-            if !masters.contains(&(host.clone(), port)) {
-                masters.push((host, port));
-            }
-        }
+        let masters = masters_of(slots);
         if masters.is_empty() {
             return Err(StoreError::Reply(
                 "CLUSTER SLOTS named no master".to_owned(),
@@ -383,11 +362,8 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let mut conn = Conn::clone(&self.0.conn.load());
         let started = Instant::now();
-        let answer = tokio::time::timeout(
-            self.0.options.connect_timeout,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
-        .await;
+        let answer =
+            tokio::time::timeout(self.0.options.connect_timeout, ping_every_node(&mut conn)).await;
         let took = started.elapsed();
         self.0.counters.metrics.op(Op::Ping, took);
         self.report_breaker(true);
@@ -477,6 +453,53 @@ impl Nodes for Masters {
             }
         }
     }
+}
+
+/// The masters (`host`, `port`) named by a `CLUSTER SLOTS` reply.
+fn masters_of(slots: Vec<Value>) -> Vec<(String, u16)> {
+    let mut masters = Vec::new();
+    for range in slots {
+        // [start, end, [host, port, id, ..], replicas..]
+        let Value::Array(range) = range else { continue };
+        let Some(Value::Array(master)) = range.get(2) else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        if !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    masters
+}
+
+/// PING the server, or each master of a cluster by its address (a PING
+/// through the cluster connection only reaches the nodes it holds a
+/// connection to, so a dead master would go unnoticed).
+async fn ping_every_node(conn: &mut Conn) -> RedisResult<()> {
+    let Conn::Cluster(cluster) = conn else {
+        return redis::cmd("PING").query_async(conn).await;
+    };
+    let slots: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(cluster)
+        .await?;
+    for (host, port) in masters_of(slots) {
+        let at = SingleNodeRoutingInfo::ByAddress { host, port };
+        cluster
+            .route_command(redis::cmd("PING"), RoutingInfo::SingleNode(at))
+            .await?;
+    }
+    Ok(())
 }
 
 /// A `PTTL` reply: `-1` (no expiry) is `Duration::MAX`, `-2` (gone) zero.
