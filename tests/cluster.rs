@@ -319,3 +319,38 @@ async fn a_cluster_with_a_password_from_the_environment() {
     }
     assert_eq!(cache.stats().store_errors, 0);
 }
+
+#[tokio::test]
+async fn bad_cluster_configuration_is_a_typed_error_at_start_up() {
+    use cache_runtime::{CacheBuilder, ConfigError};
+    let bad = Cache::builder()
+        .redis_cluster(["redis://127.0.0.1:7000", "redis://:s3cret@/nowhere:x"])
+        .build()
+        .await;
+    match &bad {
+        Err(ConfigError::InvalidRedisUrl { url, .. }) => {
+            assert!(url.contains("nowhere") && !url.contains("s3cret"), "{url}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let none = Cache::builder()
+        .redis_cluster(Vec::<String>::new())
+        .build()
+        .await;
+    assert!(
+        matches!(none, Err(ConfigError::InvalidRedisUrl { .. })),
+        "{none:?}"
+    );
+    let both = CacheBuilder::from_lookup(|var| match var {
+        "REDIS_URL" => Some("redis://127.0.0.1:6000".to_owned()),
+        "REDIS_CLUSTER_URLS" => Some("redis://:pw@127.0.0.1:7000".to_owned()),
+        _ => None,
+    });
+    match both {
+        Err(ConfigError::InvalidEnv { var, value, .. }) => {
+            assert_eq!(var, "REDIS_CLUSTER_URLS");
+            assert!(!value.contains("pw@"), "{value}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
