@@ -594,7 +594,7 @@ async fn an_expired_value_kept_for_stale_serving_is_recomputed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_down_concurrent_calls_still_share_one_body() {
+async fn with_redis_down_concurrent_calls_share_one_body_at_a_time() {
     let mut server = RedisServer::start();
     let cache = redis_cache(&server, "down", true).await;
     server.kill();
@@ -607,7 +607,11 @@ async fn with_redis_down_concurrent_calls_still_share_one_body() {
     db.open_gate();
     let values = join_all(calls, Duration::from_secs(5)).await;
     assert!(values.iter().all(|&v| v == 1));
-    assert_eq!(db.calls(), 1, "{:?}", cache.stats());
-    assert_eq!(cache.stats().coalesced, 99);
+    // One run at a time: callers that came after the first run started
+    // (nothing can confirm its result is still current for them) share
+    // the second one.
+    let runs = db.calls();
+    assert!((1..=2).contains(&runs), "{runs} runs: {:?}", cache.stats());
+    assert_eq!(cache.stats().coalesced, 100 - runs, "{:?}", cache.stats());
     assert_eq!(cache.stats().stores, 0);
 }

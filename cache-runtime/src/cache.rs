@@ -398,20 +398,31 @@ impl Cache {
 
     pub(crate) async fn from_builder(b: CacheBuilder) -> Result<Cache, ConfigError> {
         crate::metrics::describe();
-        Cache::build_store(b, "default").await
+        let mut checks = Vec::new();
+        let cache = Cache::build_store(b, "default", &mut checks)?;
+        // Every Redis store is checked at once: the build waits at most one
+        // connect timeout, however many stores there are.
+        futures_util::future::join_all(checks.iter().map(|(store, url)| connected(store, url)))
+            .await;
+        Ok(cache)
     }
 
     /// Builds the cache of the store `label` (`default`, or a named store's
-    /// name), which labels its metrics.
-    async fn build_store(mut b: CacheBuilder, label: &str) -> Result<Cache, ConfigError> {
+    /// name), which labels its metrics, without waiting for any server
+    /// (connections are made lazily); each Redis store goes into `checks`
+    /// with its redacted URL, for the start-up check.
+    fn build_store(
+        mut b: CacheBuilder,
+        label: &str,
+        checks: &mut Vec<(RedisStore, String)>,
+    ) -> Result<Cache, ConfigError> {
         let mut stores = BTreeMap::new();
         for (name, named) in std::mem::take(&mut b.stores) {
             // `build` resolved every named store to a full builder.
             let NamedStore::Builder(sub) = named else {
                 continue;
             };
-            // Boxed: an async fn can not recurse into itself unboxed.
-            let cache = Box::pin(Cache::build_store(*sub, &name)).await?;
+            let cache = Cache::build_store(*sub, &name, checks)?;
             stores.insert(name, cache);
         }
         let counters = Arc::new(Counters::new(label));
@@ -434,7 +445,7 @@ impl Cache {
                         counters.clone(),
                     )
                     .map_err(|e| invalid(e.to_string()))?;
-                    connected(&store, &redact_url(url)).await;
+                    checks.push((store.clone(), redact_url(url)));
                     Backend::Redis(store)
                 }
                 StoreConfig::Cluster(urls) => {
@@ -451,10 +462,15 @@ impl Cache {
                             reason: e.to_string(),
                         })?;
                     let seeds: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
-                    connected(&store, &seeds.join(",")).await;
+                    checks.push((store.clone(), seeds.join(",")));
                     Backend::Redis(store)
                 }
             };
+        #[cfg(feature = "testing")]
+        let store = match (b.interpose.take(), store) {
+            (Some(hook), store) => store.interposed(hook),
+            (None, store) => store,
+        };
         let retry = RetryQueue::new(store.clone(), counters.clone(), b.invalidation_retry_for);
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -635,7 +651,7 @@ impl Cache {
                 Ok(took) => (Some(took), None),
                 Err(e) => (None, Some(e.to_string())),
             },
-            Backend::Memory(_) | Backend::Disabled(_) => (None, None),
+            _ => (None, None),
         };
         let mut stores = BTreeMap::new();
         for (name, cache) in &self.inner.stores {
@@ -694,7 +710,7 @@ impl Cache {
                 if let Some(reused) = &self.inner.reused_versions {
                     reused.forget_all();
                 }
-                match self.inner.store.delete_pattern(&pattern).await {
+                match self.inner.store.delete_pattern(&pattern, None).await {
                     Ok(n) => {
                         self.inner
                             .counters
@@ -912,6 +928,20 @@ impl Cache {
     /// [`CacheBuilder::invalidation_retry_for`]) and counted; this never fails.
     /// Returns whether the store confirmed every removal now.
     pub async fn invalidate(&self, keys: Vec<String>, patterns: Vec<String>) -> bool {
+        self.invalidate_keeping(keys, patterns, None).await
+    }
+
+    /// [`invalidate`](Self::invalidate), leaving `keep` alone: a
+    /// write-through's own key, which it is about to store under its lease.
+    pub(crate) async fn invalidate_keeping(
+        &self,
+        mut keys: Vec<String>,
+        patterns: Vec<String>,
+        keep: Option<&str>,
+    ) -> bool {
+        if let Some(keep) = keep {
+            keys.retain(|k| k != keep);
+        }
         if matches!(self.inner.store, Backend::Disabled(_)) {
             return true;
         }
@@ -940,7 +970,7 @@ impl Cache {
                 failed_patterns.push(pattern);
                 continue;
             }
-            match self.inner.store.delete_pattern(&pattern).await {
+            match self.inner.store.delete_pattern(&pattern, keep).await {
                 Ok(_) => counters.invalidated(InvalidationKind::Pattern, 1),
                 Err(e) => {
                     self.invalidation_failed(&e);

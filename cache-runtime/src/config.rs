@@ -212,6 +212,8 @@ pub struct CacheBuilder {
     /// PEM client certificate and key for mutual TLS.
     pub(crate) tls_client: Option<(PathBuf, PathBuf)>,
     pub(crate) near: NearOptions,
+    #[cfg(feature = "testing")]
+    pub(crate) interpose: Option<crate::testing::Interpose>,
 }
 
 impl Default for CacheBuilder {
@@ -237,6 +239,8 @@ impl Default for CacheBuilder {
             tls_ca_file: None,
             tls_client: None,
             near: NearOptions::default(),
+            #[cfg(feature = "testing")]
+            interpose: None,
         }
     }
 }
@@ -672,6 +676,15 @@ impl CacheBuilder {
     /// at once.
     pub fn tag_version_reuse(mut self, window: Duration) -> Self {
         self.tag_version_reuse = window;
+        self
+    }
+
+    /// Runs every operation of this cache's store through `hook`
+    /// (feature `testing`; see [`crate::testing`]). Named stores take
+    /// their own.
+    #[cfg(feature = "testing")]
+    pub fn interpose(mut self, hook: crate::testing::Interpose) -> Self {
+        self.interpose = Some(hook);
         self
     }
 

@@ -51,6 +51,8 @@ pub mod policy;
 mod read;
 mod stats;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[doc(hidden)]
 #[path = "private.rs"]

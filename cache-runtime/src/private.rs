@@ -371,6 +371,8 @@ where
 /// Write-through: always runs the body; on success invalidates the listed
 /// entries, then stores the result under its own key (or removes the own
 /// key when the result is not stored, e.g. `None` without `cache_none`).
+/// A lease on the own key, taken before the body, makes the store
+/// conditional: a key changed while the write ran is removed instead.
 pub async fn write_through<S, R, F>(
     spec: &'static Spec,
     call: Call,
@@ -382,8 +384,15 @@ where
     S::Value: Cacheable,
     F: Future<Output = R>,
 {
+    let lease = match &call.cache {
+        Some(cache) => Some(crate::read::lease_for_write(cache, spec, &call.key).await),
+        None => None,
+    };
     let result = body.await;
     if !S::is_success(&result) {
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         return result;
     }
     let stored = S::to_store(&result, spec.cache_none);
@@ -391,9 +400,16 @@ where
     if call.cache.is_some() && stored.is_none() {
         inv.push(spec.store, call.key.clone());
     }
-    inv.run().await;
-    if let (Some(cache), Some(value)) = (&call.cache, stored) {
-        crate::read::store_tagged(cache, &call.key, &call.tags, value, spec.ttl).await;
+    // The own key is left to the fill below (under the lease taken before
+    // the body), even where a listed pattern matches it.
+    let keep = (stored.is_some() && lease.is_some()).then_some(call.key.as_str());
+    inv.run_keeping(spec.store, keep).await;
+    match (&call.cache, stored, lease) {
+        (Some(cache), Some(value), Some(lease)) => {
+            crate::read::store_written(cache, spec, &call.key, &call.tags, value, lease).await;
+        }
+        (_, _, Some(lease)) => lease.forget(),
+        _ => {}
     }
     result
 }
@@ -506,8 +522,14 @@ impl Invalidations {
     }
 
     async fn run(self) {
+        self.run_keeping(None, None).await;
+    }
+
+    /// Runs them, leaving `keep` alone in `store`.
+    async fn run_keeping(self, store: Option<&'static str>, keep: Option<&str>) {
         for g in self.groups {
-            g.cache.invalidate(g.keys, g.patterns).await;
+            let keep = if g.store == store { keep } else { None };
+            g.cache.invalidate_keeping(g.keys, g.patterns, keep).await;
         }
     }
 }

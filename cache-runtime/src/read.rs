@@ -97,6 +97,9 @@ enum Found<V> {
     },
     /// Nothing usable; a lease or garbage counts as nothing.
     Miss,
+    /// A value whose tags moved since it was stored: a miss, to be
+    /// recomputed under a lease taken over it.
+    Outdated,
     /// The store did not answer.
     Unavailable,
 }
@@ -155,8 +158,10 @@ async fn look<V: Cacheable>(
         } => (bytes, true),
         Content::Leased { value: None, .. } => return (Found::Miss, versions),
     };
-    let Some(value) = decode_current::<V>(cache, &bytes, &versions, true) else {
-        return (Found::Miss, versions);
+    let value = match decode_current::<V>(cache, &bytes, &versions, true) {
+        Decoded::Value(value) => value,
+        Decoded::Outdated => return (Found::Outdated, versions),
+        Decoded::Garbage => return (Found::Miss, versions),
     };
     let extra = eff.stale_extra();
     let (remaining, stale_for) = match pttl {
@@ -173,16 +178,25 @@ async fn look<V: Cacheable>(
     (found, versions)
 }
 
+/// A stored value, checked against the current versions of its tags.
+enum Decoded<V> {
+    Value(V),
+    /// A tag moved since the value was stored.
+    Outdated,
+    /// It does not decode.
+    Garbage,
+}
+
 /// Decodes a stored value if the versions it recorded for its tags are
-/// still `current`; a moved tag is a miss (`tag_misses`), garbage a decode
-/// error (a miss, overwritten). `count`: false when this call counted the
-/// same bytes already.
+/// still `current`; a moved tag is `Outdated` (`tag_misses`), garbage a
+/// decode error (a miss, overwritten). `count`: false when this call
+/// counted the same bytes already.
 fn decode_current<V: Cacheable>(
     cache: &Cache,
     bytes: &[u8],
     current: &[Option<u64>],
     count: bool,
-) -> Option<V> {
+) -> Decoded<V> {
     let decoded = crate::codec::split(bytes).and_then(|stored| {
         if !tags::current(stored.tag_versions(), current) {
             return Ok(None);
@@ -190,20 +204,38 @@ fn decode_current<V: Cacheable>(
         stored.decode().map(Some)
     });
     match decoded {
-        Ok(Some(value)) => Some(value),
+        Ok(Some(value)) => Decoded::Value(value),
         Ok(None) => {
             if count {
                 Counters::bump(&cache.inner.counters.tag_misses);
             }
-            None
+            Decoded::Outdated
         }
         Err(e) => {
             if count {
                 cache.decode_failed(&e);
             }
-            None
+            Decoded::Garbage
         }
     }
+}
+
+/// Checks a value another caller stored (seen by a lease attempt) against
+/// its tags' versions as they are *now*: read again, after this call and
+/// every follower of its flight began, since a version read before (by the
+/// lookup, or before the holder created it) proves nothing about them.
+/// `Err` when the versions could not be read (counted).
+async fn decode_current_now<V: Cacheable>(
+    cache: &Cache,
+    key: &str,
+    tags: &[String],
+    bytes: &[u8],
+) -> Result<Decoded<V>, StoreError> {
+    if tags.is_empty() {
+        return Ok(decode_current(cache, bytes, &[], false));
+    }
+    let now = cache.inner.store.fetch(key, false, tags).await?;
+    Ok(decode_current(cache, bytes, &now.tags, false))
 }
 
 /// The versions to record with a result about to be computed: read (and
@@ -229,22 +261,6 @@ async fn versions_before_body(cache: &Cache, tags: &[String], ttl: Duration) -> 
     }
 }
 
-/// Stores a write-through result under its key with the current versions of
-/// its tags (after the write's own invalidations ran).
-pub(crate) async fn store_tagged<V: Cacheable>(
-    cache: &Cache,
-    key: &str,
-    tags: &[String],
-    value: &V,
-    ttl: Option<Duration>,
-) {
-    let ttl = ttl.unwrap_or(cache.inner.default_ttl);
-    let tag_ttl = ttl.saturating_add(Duration::from_secs(60));
-    if let Some(versions) = versions_before_body(cache, tags, tag_ttl).await {
-        cache.set_encoded(key, value, &versions, ttl).await;
-    }
-}
-
 /// What the near tier keeps of a fresh value read from Redis: the value,
 /// its remaining fresh time (`None`: no expiry) and its tags' versions.
 pub(crate) type Keep<'a, V> = &'a (dyn Fn(&V, Option<Duration>, &[Option<u64>]) + Sync);
@@ -252,6 +268,25 @@ pub(crate) type Keep<'a, V> = &'a (dyn Fn(&V, Option<Duration>, &[Option<u64>]) 
 /// Cache-aside with single flight, leases, early refresh and stale serving.
 /// `keep`: a `near = true` function's near tier, given each fresh value
 /// the lookup finds in Redis.
+///
+/// **Read-after-invalidate** (leases on, the default): once an
+/// invalidation of this key (exact, pattern or tag) has returned success,
+/// no call that begins after it returns a value computed by a body that
+/// began before it. Every value a call returns was confirmed in the store
+/// *after the call began*:
+/// - a hit: by the call's own lookup (the entry, and its tags' versions,
+///   read in one round trip);
+/// - a fill under a lease: by the fill, which writes only while the lease
+///   taken before the body is intact (an invalidation removes it), with
+///   the tags' versions read again at the same time;
+/// - a value another process filled while this call waited on its lease:
+///   by the lease attempt that saw it, with the tags' versions read again;
+/// - an in-process follower: by one of the above sent after it joined the
+///   flight; a follower that joined later looks the key up again (see
+///   [`crate::policy::single_flight`]);
+/// - when nothing can confirm it (the store did not answer, or leases are
+///   off): followers get the leader's result only if they joined before
+///   its body started.
 pub(crate) async fn read<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
@@ -275,8 +310,13 @@ where
         return Box::pin(warm::<S, R, F>(spec, cache, &call, body)).await;
     }
     let eff = &call.eff;
-    let mut stale = None;
+    let mut looked = Looked {
+        versions: Vec::new(),
+        stale: None,
+        outdated: false,
+    };
     let (found, versions) = look::<S::Value>(cache, &call.key, &call.tags, eff).await;
+    looked.versions = versions;
     match found {
         Found::Value {
             value,
@@ -289,7 +329,7 @@ where
             if let Some(keep) = keep
                 && !refreshing
             {
-                keep(&value, remaining, &versions);
+                keep(&value, remaining, &looked.versions);
             }
             if !refreshing
                 && eff.beta > 0.0
@@ -318,21 +358,22 @@ where
             count(spec, &counters.misses, Event::Miss);
             span.record("outcome", "miss");
             if stale_for < eff.sie {
-                stale = Some(value);
+                looked.stale = Some(value);
             }
         }
-        Found::Miss => {
+        Found::Miss | Found::Outdated => {
+            looked.outdated = matches!(found, Found::Outdated);
             count(spec, &counters.misses, Event::Miss);
             span.record("outcome", "miss");
         }
         Found::Unavailable => {
             span.record("outcome", "unavailable");
-            return Box::pin(unreachable::<S, R, F>(spec, cache, call.key, body)).await;
+            return Box::pin(unreachable::<S, R, F>(spec, cache, &call.key, body)).await;
         }
     }
     // The cold paths are boxed: the future of a hit stays small (it is
     // created and moved on every call), a miss pays one allocation.
-    Box::pin(miss::<S, R, F>(spec, cache, &call, &versions, stale, body)).await
+    Box::pin(miss::<S, R, F>(spec, cache, &call, looked, body)).await
 }
 
 /// What the cold paths need of a call.
@@ -342,18 +383,32 @@ struct Miss {
     eff: Effective,
 }
 
+/// What a miss's lookup found besides the miss.
+struct Looked<V> {
+    /// The current versions of the call's tags.
+    versions: Vec<Option<u64>>,
+    /// An expired value kept for `stale_if_error`.
+    stale: Option<V>,
+    /// The key holds a value whose tags moved.
+    outdated: bool,
+}
+
 /// The store did not answer the lookup (down, or the breaker is open):
 /// concurrent callers of this process still share one run of the body (the
 /// database needs protecting most while the cache is down); nothing is
-/// stored and no lease taken.
-async fn unreachable<S, R, F>(spec: &'static Spec, cache: &Cache, key: String, body: F) -> R
+/// stored and no lease taken. Nothing can confirm that a result computed
+/// before a caller began is still current, so a caller that comes after
+/// the body started shares the next run instead, which starts when this
+/// one ends: one body at a time per key, each shared with the callers
+/// that began before it.
+async fn unreachable<S, R, F>(spec: &'static Spec, cache: &Cache, key: &str, body: F) -> R
 where
     S: Shape<R>,
     S::Value: Cacheable,
     F: Future<Output = R>,
 {
-    let leader = loop {
-        match cache.inner.flights.join(&key) {
+    let mut leader = loop {
+        match cache.inner.flights.join_queued(key) {
             Role::Leader(leader) => break leader,
             Role::Follower(follower) => match follower.wait().await {
                 Outcome::Done(Some(bytes)) => {
@@ -364,15 +419,17 @@ where
                     return timed(spec, body).await;
                 }
                 Outcome::Done(None) => return timed(spec, body).await,
-                Outcome::Abandoned => continue,
+                Outcome::Late | Outcome::Abandoned => continue,
             },
         }
     };
+    leader.ready().await;
+    let started = leader.body_started();
     let result = timed(spec, body).await;
     let shared = S::to_store(&result, spec.cache_none)
         .and_then(|value| cache.encode(value, &[]))
         .map(Bytes::from);
-    leader.finish(shared);
+    leader.finish(shared, started);
     result
 }
 
@@ -382,8 +439,7 @@ async fn miss<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
     call: &Miss,
-    versions: &[Option<u64>],
-    stale: Option<S::Value>,
+    mut looked: Looked<S::Value>,
     body: F,
 ) -> R
 where
@@ -402,10 +458,35 @@ where
                         count(spec, &counters.coalesced, Event::Coalesced);
                         return S::from_stored(value);
                     }
-                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
+                    let result = timed(spec, body).await;
+                    return or_stale::<S, R>(spec, cache, result, looked.stale);
                 }
                 Outcome::Done(None) => {
-                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
+                    let result = timed(spec, body).await;
+                    return or_stale::<S, R>(spec, cache, result, looked.stale);
+                }
+                // The leader's value was confirmed before we joined: look
+                // again (it is most likely a hit now).
+                Outcome::Late => {
+                    let (found, versions) = look::<S::Value>(cache, key, &call.tags, eff).await;
+                    looked.versions = versions;
+                    match found {
+                        Found::Value {
+                            value,
+                            stale_for: None,
+                            ..
+                        } => {
+                            count(spec, &counters.coalesced, Event::Coalesced);
+                            return S::from_stored(value);
+                        }
+                        Found::Value { .. } | Found::Miss => {}
+                        Found::Outdated => looked.outdated = true,
+                        Found::Unavailable => {
+                            let result =
+                                Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
+                            return or_stale::<S, R>(spec, cache, result, looked.stale);
+                        }
+                    }
                 }
                 // The leader was cancelled: one of its followers leads now.
                 Outcome::Abandoned => continue,
@@ -413,7 +494,7 @@ where
         }
     };
     if !eff.leases {
-        return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
+        return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
     }
 
     let store = &cache.inner.store;
@@ -426,27 +507,42 @@ where
     let mut takeovers = 0;
     let mut pause = Duration::from_millis(2);
     let mut waited = false;
-    loop {
-        // An expired value kept for stale serving is leased over; a fresh
-        // one is a fill that landed since the lookup.
-        let purpose = LeaseFor::Miss {
+    // An expired value kept for stale serving is leased over; a fresh one
+    // is a fill that landed since the lookup. A value whose tags moved is
+    // leased over too (recomputed while it is not served).
+    let mut purpose = if looked.outdated {
+        LeaseFor::Refresh
+    } else {
+        LeaseFor::Miss {
             stale_within: eff.stale_extra(),
-        };
+        }
+    };
+    loop {
+        let sent = leader.stamp();
         match store.lease(key, &token, eff.lease_ttl, purpose).await {
             Ok(LeaseReply::Acquired) => break,
             Ok(LeaseReply::Held(Content::Value(bytes))) => {
                 // Filled since our lookup (by the holder we waited for, or
-                // just before we asked), and current for the tag versions
-                // the lookup read. (Garbage was counted by the lookup.)
-                if let Some(value) = decode_current::<S::Value>(cache, &bytes, versions, false) {
-                    count(spec, &counters.coalesced, Event::Coalesced);
-                    leader.finish(Some(bytes));
-                    return S::from_stored(value);
+                // just before we asked). Garbage was counted by the lookup.
+                match decode_current_now::<S::Value>(cache, key, &call.tags, &bytes).await {
+                    Ok(Decoded::Value(value)) => {
+                        count(spec, &counters.coalesced, Event::Coalesced);
+                        leader.finish(Some(bytes), sent);
+                        return S::from_stored(value);
+                    }
+                    Ok(Decoded::Outdated) => purpose = LeaseFor::Refresh,
+                    Ok(Decoded::Garbage) => {
+                        return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body)
+                            .await;
+                    }
+                    Err(e) => {
+                        cache.store_failed(&e);
+                        return uncached::<S, R, F>(spec, cache, looked.stale, leader, body).await;
+                    }
                 }
-                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
             }
             Err(StoreError::WrongType(_)) => {
-                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
             }
             Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
                 if !waited {
@@ -458,6 +554,11 @@ where
                     started = Instant::now();
                 }
                 holder = Some(theirs);
+                // Someone else is computing it: their fill is what we wait
+                // for, not a value to lease over again.
+                purpose = LeaseFor::Miss {
+                    stale_within: eff.stale_extra(),
+                };
                 let left = eff.lease_wait.saturating_sub(started.elapsed());
                 if left.is_zero() {
                     // The holder is slow or gone and its lease not yet
@@ -465,7 +566,8 @@ where
                     // a lease the result is not stored, and not shared.
                     Counters::bump(&counters.lease_wait_timeouts);
                     drop(leader);
-                    return or_stale::<S, R>(spec, cache, timed(spec, body).await, stale);
+                    let result = timed(spec, body).await;
+                    return or_stale::<S, R>(spec, cache, result, looked.stale);
                 }
                 tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
@@ -474,17 +576,10 @@ where
                 let unavailable = e.is_unavailable();
                 cache.store_failed(&e);
                 if unavailable {
-                    // Unreachable: share the result with this process's
-                    // callers (they would only load the database), store nothing.
-                    let result = timed(spec, body).await;
-                    let shared = S::to_store(&result, spec.cache_none)
-                        .and_then(|value| cache.encode(value, &[]))
-                        .map(Bytes::from);
-                    leader.finish(shared);
-                    return or_stale::<S, R>(spec, cache, result, stale);
+                    return uncached::<S, R, F>(spec, cache, looked.stale, leader, body).await;
                 }
                 // An error reply (e.g. scripts disabled): plain cache-aside.
-                return plain::<S, R, F>(spec, cache, call, stale, leader, body).await;
+                return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
             }
         }
     }
@@ -492,40 +587,73 @@ where
     // We hold the lease: read the tags' versions, run the body, then fill.
     let lease = LeaseGuard::new(cache, key, token);
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
+    let body_started = leader.stamp();
     let result = timed(spec, body).await;
-    let shared = match (S::to_store(&result, spec.cache_none), recorded) {
+    let (shared, confirmed) = match (S::to_store(&result, spec.cache_none), recorded) {
         (Some(value), Some(recorded)) => {
-            match lease.fill(value, &recorded, eff.store_ttl()).await {
-                Ok(shared) => shared,
-                Err(LeaseLost) => {
+            let sent = leader.stamp();
+            match lease
+                .fill(value, &recorded, &call.tags, eff.store_ttl())
+                .await
+            {
+                Filled::Stored(bytes) => (Some(bytes), sent),
+                Filled::Unconfirmed(bytes) => (Some(bytes), body_started),
+                Filled::NotEncoded => (None, sent),
+                Filled::Lost => {
                     // Invalidated (or Redis lost the lease) while the body ran:
                     // this result may predate the invalidation, so it is not
                     // shared. The flight ends without a result: the waiting
                     // callers start over, and one of them leads (and leases)
                     // again, rather than each running the body.
                     drop(leader);
-                    return or_stale::<S, R>(spec, cache, result, stale);
+                    return or_stale::<S, R>(spec, cache, result, looked.stale);
                 }
             }
         }
         (Some(_), None) => {
             lease.release(false).await;
-            None
+            (None, body_started)
         }
         // A failure leaves what was there (an expired value kept for
         // `stale_if_error`); a success that is not stored removes it.
         (None, _) => {
             lease.release(!S::is_success(&result)).await;
-            None
+            (None, body_started)
         }
     };
-    leader.finish(shared);
+    leader.finish(shared, confirmed);
+    or_stale::<S, R>(spec, cache, result, looked.stale)
+}
+
+/// The store did not answer during a miss: run the body and share its
+/// result with this process's callers that joined before it started (they
+/// would only load the database), store nothing.
+async fn uncached<S, R, F>(
+    spec: &'static Spec,
+    cache: &Cache,
+    stale: Option<S::Value>,
+    leader: Leader,
+    body: F,
+) -> R
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    F: Future<Output = R>,
+{
+    let started = leader.body_started();
+    let result = timed(spec, body).await;
+    let shared = S::to_store(&result, spec.cache_none)
+        .and_then(|value| cache.encode(value, &[]))
+        .map(Bytes::from);
+    leader.finish(shared, started);
     or_stale::<S, R>(spec, cache, result, stale)
 }
 
 /// Plain cache-aside: run the body and `SET` its result. With leases off,
 /// and over garbage or a foreign Redis type under the key (counted by the
-/// lookup), where there is nothing to lease against.
+/// lookup), where there is nothing to lease against. Nothing confirms the
+/// result after the body started, so only followers that joined before it
+/// receive it.
 async fn plain<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,
@@ -541,6 +669,7 @@ where
 {
     let eff = &call.eff;
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
+    let started = leader.body_started();
     let result = timed(spec, body).await;
     let shared = match (S::to_store(&result, spec.cache_none), recorded) {
         (Some(value), Some(recorded)) => {
@@ -550,7 +679,7 @@ where
         }
         _ => None,
     };
-    leader.finish(shared);
+    leader.finish(shared, started);
     or_stale::<S, R>(spec, cache, result, stale)
 }
 
@@ -575,11 +704,12 @@ where
     let Some(leader) = cache.inner.flights.try_lead(key) else {
         return S::from_stored(servable);
     };
-    let Ok(lease) = lease_over_present(cache, key, eff).await else {
+    let Ok(lease) = lease_over_present(cache, key, eff.leases, eff.lease_ttl).await else {
         return S::from_stored(servable);
     };
     count(spec, &counters.refreshes, Event::Refresh);
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
+    let started = leader.stamp();
     let result = timed(spec, body).await;
     if !S::is_success(&result) {
         Counters::bump(&counters.refresh_failures);
@@ -589,54 +719,63 @@ where
         drop(leader);
         return S::from_stored(servable);
     }
-    let shared = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => lease
-            .fill(value, &recorded, eff.store_ttl())
-            .await
-            .unwrap_or(None),
-        (Some(value), None, Some(recorded)) => {
-            cache
-                .set_encoded(key, value, &recorded, eff.store_ttl())
+    let (shared, confirmed) = match (S::to_store(&result, spec.cache_none), lease, recorded) {
+        (Some(value), Some(lease), Some(recorded)) => {
+            let sent = leader.stamp();
+            match lease
+                .fill(value, &recorded, &call.tags, eff.store_ttl())
                 .await
+            {
+                Filled::Stored(bytes) => (Some(bytes), sent),
+                Filled::Unconfirmed(bytes) => (Some(bytes), started),
+                Filled::NotEncoded | Filled::Lost => (None, sent),
+            }
+        }
+        (Some(value), None, Some(recorded)) => {
+            let stored = cache
+                .set_encoded(key, value, &recorded, eff.store_ttl())
+                .await;
+            (stored, started)
         }
         // The tags' versions could not be read: store nothing.
         (Some(_), lease, None) => {
             if let Some(lease) = lease {
                 lease.release(true).await;
             }
-            None
+            (None, started)
         }
         // A result that is not stored (e.g. `None` without `cache_none`)
         // must not leave the old value behind.
         (None, Some(lease), _) => {
             lease.release(false).await;
-            None
+            (None, started)
         }
         (None, None, _) => {
             cache.invalidate_key(key).await;
-            None
+            (None, started)
         }
     };
-    leader.finish(shared);
+    leader.finish(shared, confirmed);
     result
 }
 
-/// A lease over whatever `key` holds, for a refresh or warming: `Ok(None)`
-/// with leases off, `Err` when another caller holds one or the store did
-/// not answer (counted).
+/// A lease over whatever `key` holds, for a refresh, warming or a
+/// write-through: `Ok(None)` with leases off, `Err` when another caller
+/// holds one or the store did not answer (counted).
 async fn lease_over_present(
     cache: &Cache,
     key: &str,
-    eff: &Effective,
+    leases: bool,
+    lease_ttl: Duration,
 ) -> Result<Option<LeaseGuard>, ()> {
-    if !eff.leases {
+    if !leases {
         return Ok(None);
     }
     let token = Token::new();
     match cache
         .inner
         .store
-        .lease(key, &token, eff.lease_ttl, LeaseFor::Refresh)
+        .lease(key, &token, lease_ttl, LeaseFor::Refresh)
         .await
     {
         Ok(LeaseReply::Acquired) => Ok(Some(LeaseGuard::new(cache, key, token))),
@@ -659,32 +798,106 @@ where
 {
     let (key, eff) = (call.key.as_str(), &call.eff);
     // Held: another caller is computing it right now, theirs will do.
-    let Ok(lease) = lease_over_present(cache, key, eff).await else {
+    let Ok(lease) = lease_over_present(cache, key, eff.leases, eff.lease_ttl).await else {
         return timed(spec, body).await;
     };
     let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
     let result = timed(spec, body).await;
     let stored = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => lease
-            .fill(value, &recorded, eff.store_ttl())
+        (Some(value), Some(lease), Some(recorded)) => matches!(
+            lease
+                .fill(value, &recorded, &call.tags, eff.store_ttl())
+                .await,
+            Filled::Stored(_)
+        ),
+        (Some(value), None, Some(recorded)) => cache
+            .set_encoded(key, value, &recorded, eff.store_ttl())
             .await
-            .unwrap_or(None),
-        (Some(value), None, Some(recorded)) => {
-            cache
-                .set_encoded(key, value, &recorded, eff.store_ttl())
-                .await
-        }
+            .is_some(),
         (_, lease, _) => {
             if let Some(lease) = lease {
                 lease.release(!S::is_success(&result)).await;
             }
-            None
+            false
         }
     };
-    if stored.is_some() {
+    if stored {
         Counters::bump(&cache.inner.counters.warmed);
     }
     result
+}
+
+/// A write-through's hold on its own key, taken before its body runs (see
+/// [`store_written`]).
+pub(crate) struct WriteLease(Option<LeaseGuard>);
+
+/// Takes a write-through's lease over its own key before the body runs:
+/// whatever changes the key while the write runs (an invalidation, another
+/// write, a reader's fill) voids it, so the write stores its result only
+/// if nothing else touched the key meanwhile.
+pub(crate) async fn lease_for_write(cache: &Cache, spec: &'static Spec, key: &str) -> WriteLease {
+    let eff = Effective::new(cache, spec);
+    WriteLease(
+        lease_over_present(cache, key, eff.leases, eff.lease_ttl)
+            .await
+            .ok()
+            .flatten(),
+    )
+}
+
+impl WriteLease {
+    /// The write failed: put back what was there.
+    pub(crate) async fn release(self) {
+        if let Some(lease) = self.0 {
+            lease.release(true).await;
+        }
+    }
+
+    /// The key was removed by the write's own invalidations: nothing to give back.
+    pub(crate) fn forget(mut self) {
+        if let Some(lease) = &mut self.0 {
+            lease.token = None;
+        }
+    }
+}
+
+/// Stores a write-through result under its key, after the write's own
+/// invalidations ran, with the current versions of its tags. Under its
+/// lease, the result is stored only if nothing touched the key since the
+/// body started; otherwise (another caller held the key, or changed it)
+/// the key is removed instead, so no older result can stay behind a newer
+/// write. With leases off it is a plain `SET`.
+pub(crate) async fn store_written<V: Cacheable>(
+    cache: &Cache,
+    spec: &'static Spec,
+    key: &str,
+    tags: &[String],
+    value: &V,
+    lease: WriteLease,
+) {
+    let eff = Effective::new(cache, spec);
+    let recorded = versions_before_body(cache, tags, eff.tag_ttl()).await;
+    match (lease.0, recorded) {
+        (Some(lease), Some(recorded)) => {
+            match lease.fill(value, &recorded, tags, eff.store_ttl()).await {
+                Filled::Stored(_) | Filled::NotEncoded => {}
+                Filled::Lost | Filled::Unconfirmed(_) => {
+                    cache.invalidate_key(key).await;
+                }
+            }
+        }
+        (None, Some(recorded)) if !eff.leases => {
+            cache
+                .set_encoded(key, value, &recorded, eff.store_ttl())
+                .await;
+        }
+        (lease, _) => {
+            if let Some(mut lease) = lease {
+                lease.token = None;
+            }
+            cache.invalidate_key(key).await;
+        }
+    }
 }
 
 /// Runs the body, recording its duration (XFetch's delta, and the load metrics).
@@ -724,8 +937,20 @@ fn or_stale<S: Shape<R>, R>(
     }
 }
 
-/// A fill found its lease gone.
-struct LeaseLost;
+/// How a fill under a lease ended.
+enum Filled {
+    /// Stored while the lease was intact, and the tags' versions read at the
+    /// same time are the ones recorded: safe to share.
+    Stored(Bytes),
+    /// The store did not answer: nothing is known to be stored.
+    Unconfirmed(Bytes),
+    /// The value could not be encoded (counted); the lease was given back.
+    NotEncoded,
+    /// The lease was gone (voided by an invalidation, or lost with a Redis
+    /// restart), or a tag moved while the body ran: the result may predate
+    /// an invalidation.
+    Lost,
+}
 
 /// A lease this call holds. Dropped unfilled (the call was cancelled), it
 /// is given back in the background so nobody waits for it to expire.
@@ -744,47 +969,63 @@ impl LeaseGuard {
         }
     }
 
-    /// Stores `value` if the lease is still ours. Returns the encoded value
-    /// when it was stored (then safe to share) or the store did not answer,
-    /// `None` when it could not be encoded, `LeaseLost` when the lease was
-    /// gone (voided by an invalidation, or lost with a Redis restart).
+    /// Stores `value` if the lease is still ours; with `tags`, reads their
+    /// versions at the same time (one round trip) and checks them against
+    /// the `tag_versions` recorded before the body ran.
     async fn fill<V: Cacheable>(
         mut self,
         value: &V,
         tag_versions: &[u64],
+        tags: &[String],
         ttl: Duration,
-    ) -> Result<Option<Bytes>, LeaseLost> {
+    ) -> Filled {
         let Some(token) = self.token.take() else {
-            return Ok(None);
+            return Filled::NotEncoded;
         };
         let cache = &self.cache;
-        let bytes = match cache.encode(value, tag_versions) {
-            Some(bytes) => bytes,
-            None => {
-                let _ = cache.inner.store.release(&self.key, &token, true).await;
-                return Ok(None);
+        let store = &cache.inner.store;
+        let Some(bytes) = cache.encode(value, tag_versions) else {
+            if let Err(e) = store.release(&self.key, &token, true).await {
+                cache.store_failed(&e);
             }
+            return Filled::NotEncoded;
         };
         let shared = Bytes::from(bytes);
-        match cache
-            .inner
-            .store
-            .fill(&self.key, &token, shared.clone(), ttl)
-            .await
-        {
-            Ok(true) => {
+        let fill = store.fill(&self.key, &token, shared.clone(), ttl);
+        let (filled, current) = if tags.is_empty() {
+            (fill.await, Ok(true))
+        } else {
+            let now = store.fetch(&self.key, false, tags);
+            let (filled, now) = futures_util::future::join(fill, now).await;
+            (
+                filled,
+                now.map(|now| tags::current(tag_versions.iter().copied(), &now.tags)),
+            )
+        };
+        match (filled, current) {
+            (Ok(true), Ok(true)) => {
                 Counters::bump(&cache.inner.counters.stores);
-                Ok(Some(shared))
+                Filled::Stored(shared)
             }
-            Ok(false) => {
+            (Ok(true), Ok(false)) => {
+                // Stored, but a tag moved: readers will not serve it.
+                Counters::bump(&cache.inner.counters.stores);
                 Counters::bump(&cache.inner.counters.leases_lost);
-                Err(LeaseLost)
+                Filled::Lost
             }
-            // Unreachable: nothing was stored; share the result with this
-            // process's callers rather than send each to the database.
-            Err(e) => {
+            (Ok(false), _) => {
+                Counters::bump(&cache.inner.counters.leases_lost);
+                Filled::Lost
+            }
+            // Unreachable: nothing known to be stored; share the result with
+            // this process's callers rather than send each to the database.
+            (Err(e), _) | (Ok(true), Err(e)) => {
                 cache.store_failed(&e);
-                Ok(e.is_unavailable().then_some(shared))
+                if e.is_unavailable() {
+                    Filled::Unconfirmed(shared)
+                } else {
+                    Filled::Lost
+                }
             }
         }
     }

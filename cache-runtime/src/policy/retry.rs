@@ -79,7 +79,7 @@ impl RetryQueue {
                 }
                 let mut still_failing = Vec::new();
                 for pattern in patterns.drain(..) {
-                    match store.delete_pattern(&pattern).await {
+                    match store.delete_pattern(&pattern, None).await {
                         Ok(_) => counters.invalidated(InvalidationKind::Pattern, 1),
                         Err(_) => {
                             counters.error(ErrorKind::InvalidationFailed, 1);

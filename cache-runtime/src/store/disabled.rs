@@ -39,7 +39,7 @@ impl Store for DisabledStore {
     async fn delete(&self, _keys: &[String]) -> Result<u64, StoreError> {
         Ok(0)
     }
-    async fn delete_pattern(&self, _pattern: &str) -> Result<u64, StoreError> {
+    async fn delete_pattern(&self, _pattern: &str, _keep: Option<&str>) -> Result<u64, StoreError> {
         Ok(0)
     }
     // Never reached: calls bypass a disabled cache before any lease. A lease

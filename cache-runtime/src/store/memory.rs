@@ -169,13 +169,15 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
+    async fn delete_pattern(&self, pattern: &str, keep: Option<&str>) -> Result<u64, StoreError> {
         // Collect first: removing while iterating moka's map is allowed but
         // would make the count depend on iteration order.
         let matching: Vec<String> = self
             .entries
             .iter()
-            .filter(|(k, _)| glob_match(pattern.as_bytes(), k.as_bytes()))
+            .filter(|(k, _)| {
+                glob_match(pattern.as_bytes(), k.as_bytes()) && Some(k.as_str()) != keep
+            })
             .map(|(k, _)| String::clone(&k))
             .collect();
         self.delete(&matching).await

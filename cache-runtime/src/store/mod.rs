@@ -4,6 +4,8 @@
 //! object, so a lookup is a direct call with no boxed future on the hit path.
 
 mod disabled;
+#[cfg(feature = "testing")]
+mod interposed;
 mod memory;
 mod redis;
 
@@ -99,9 +101,13 @@ pub(crate) trait Store: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes exact keys; returns how many existed.
     fn delete(&self, keys: &[String]) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Removes every key matching a Redis glob pattern; returns how many.
-    fn delete_pattern(&self, pattern: &str)
-    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Removes every key matching a Redis glob pattern but `keep`; returns
+    /// how many.
+    fn delete_pattern(
+        &self,
+        pattern: &str,
+        keep: Option<&str>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Takes a lease on `key` for `lease_ttl` (see [`crate::policy::lease`]):
     /// on an absent key, over an expired lease, or over a present value as
     /// `purpose` says.
@@ -150,6 +156,9 @@ pub(crate) enum Backend {
     Redis(RedisStore),
     Memory(MemoryStore),
     Disabled(DisabledStore),
+    /// A store whose operations pass through a test hook.
+    #[cfg(feature = "testing")]
+    Interposed(interposed::InterposedStore),
 }
 
 impl Backend {
@@ -158,7 +167,24 @@ impl Backend {
             Backend::Redis(r) => r.kind(),
             Backend::Memory(_) => StoreKind::Memory,
             Backend::Disabled(_) => StoreKind::Disabled,
+            #[cfg(feature = "testing")]
+            Backend::Interposed(s) => match &s.inner {
+                interposed::Wrapped::Redis(r) => r.kind(),
+                interposed::Wrapped::Memory(_) => StoreKind::Memory,
+            },
         }
+    }
+
+    /// This store with `hook` around each operation (the disabled store
+    /// has none to hook).
+    #[cfg(feature = "testing")]
+    pub fn interposed(self, hook: crate::testing::Interpose) -> Self {
+        let inner = match self {
+            Backend::Redis(r) => interposed::Wrapped::Redis(r),
+            Backend::Memory(m) => interposed::Wrapped::Memory(m),
+            other => return other,
+        };
+        Backend::Interposed(interposed::InterposedStore { inner, hook })
     }
 
     pub fn breaker_state(&self) -> Option<BreakerState> {
@@ -175,6 +201,8 @@ macro_rules! dispatch {
             Backend::Redis($s) => $call.await,
             Backend::Memory($s) => $call.await,
             Backend::Disabled($s) => $call.await,
+            #[cfg(feature = "testing")]
+            Backend::Interposed($s) => $call.await,
         }
     };
 }
@@ -203,8 +231,8 @@ impl Store for Backend {
     async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
         dispatch!(self, s => s.delete(keys))
     }
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.delete_pattern(pattern))
+    async fn delete_pattern(&self, pattern: &str, keep: Option<&str>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.delete_pattern(pattern, keep))
     }
     async fn lease(
         &self,

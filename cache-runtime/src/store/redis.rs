@@ -294,13 +294,14 @@ impl RedisStore {
         &self,
         node: Option<(String, u16)>,
         pattern: &str,
+        keep: Option<&str>,
     ) -> Result<u64, StoreError> {
         let count = self.0.options.scan_count;
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
             let node = node.clone();
-            let (next, keys): (u64, Vec<String>) = self
+            let (next, mut keys): (u64, Vec<String>) = self
                 .guarded(Op::Scan, |mut conn| async move {
                     let mut scan = redis::cmd("SCAN");
                     scan.arg(cursor)
@@ -320,6 +321,9 @@ impl RedisStore {
                     }
                 })
                 .await?;
+            if let Some(keep) = keep {
+                keys.retain(|k| k != keep);
+            }
             removed += self.delete(&keys).await?;
             if next == 0 {
                 return Ok(removed);
@@ -688,16 +692,16 @@ impl Store for RedisStore {
         Ok(removed)
     }
 
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64, StoreError> {
+    async fn delete_pattern(&self, pattern: &str, keep: Option<&str>) -> Result<u64, StoreError> {
         let removed = if self.is_cluster() {
             // Every master holds its own part of the keyspace: scan each.
             let mut removed = 0;
             for master in self.masters().await? {
-                removed += self.delete_pattern_on(Some(master), pattern).await?;
+                removed += self.delete_pattern_on(Some(master), pattern, keep).await?;
             }
             removed
         } else {
-            self.delete_pattern_on(None, pattern).await?
+            self.delete_pattern_on(None, pattern, keep).await?
         };
         if let Some(Some(near)) = self.0.near.get() {
             near.drop_pattern(pattern);
