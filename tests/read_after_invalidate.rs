@@ -27,12 +27,15 @@ use cache_runtime::{Cache, cached};
 use common::RedisServer;
 use tokio::sync::{Notify, watch};
 
-/// A row and its version, the count of body runs, and a gate that holds
-/// bodies (after they read the row) until the test opens it.
+/// A row and its version, the count of body runs, a gate that holds
+/// reading bodies (after they read the row) until the test opens it, and
+/// one that holds the write-through body that wrote version `slow_write`.
 struct Db {
     version: AtomicU64,
     calls: AtomicU64,
     gate: watch::Sender<bool>,
+    write_gate: watch::Sender<bool>,
+    slow_write: AtomicU64,
 }
 
 impl Db {
@@ -41,6 +44,8 @@ impl Db {
             version: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             gate: watch::Sender::new(true),
+            write_gate: watch::Sender::new(false),
+            slow_write: AtomicU64::new(0),
         })
     }
     fn calls(&self) -> u64 {
@@ -89,9 +94,15 @@ async fn get_written_row(db: &Db, id: u64) -> u64 {
 }
 
 /// Write-through: stores its own result under `get_written_row`'s key.
+/// The body that writes version `slow_write` waits at the write gate.
 #[cached(prefix = "wrow", id = "id", ttl = 60, invalidate = [get_row(id)], skip = [db])]
 async fn write_through_row(db: &Db, id: u64) -> u64 {
-    db.write()
+    let version = db.write();
+    if version == db.slow_write.load(SeqCst) {
+        let mut gate = db.write_gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
+    }
+    version
 }
 
 /// A hook that can hold one store operation at a given phase until the
@@ -402,6 +413,34 @@ async fn a_write_through_is_not_overwritten_by_an_older_fill() {
     assert_eq!(r.await.unwrap(), 0, "R began before the write");
     let h3 = handle(&server, None).await;
     assert_eq!(Cache::scope(h3, get_written_row(&db, 1)).await, 1);
+}
+
+/// Two write-throughs of one key: W1 writes version 1 and is slow to
+/// store it; W2 writes version 2 and returns. A reader that begins after
+/// W2 returned must not get W1's older version.
+#[tokio::test]
+async fn a_slow_write_through_does_not_overwrite_a_newer_one() {
+    let server = RedisServer::start();
+    let h1 = handle(&server, None).await;
+    let h2 = handle(&server, None).await;
+    let db = Db::new();
+    db.slow_write.store(1, SeqCst);
+    let w1 = tokio::spawn(Cache::scope(h1.clone(), {
+        let db = db.clone();
+        async move { write_through_row(&db, 1).await }
+    }));
+    while db.version.load(SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(Cache::scope(h2.clone(), write_through_row(&db, 1)).await, 2);
+    db.write_gate.send_replace(true);
+    assert_eq!(w1.await.unwrap(), 1);
+    let h3 = handle(&server, None).await;
+    assert_eq!(
+        Cache::scope(h3, get_written_row(&db, 1)).await,
+        2,
+        "a read after both writes returned gets the newer one"
+    );
 }
 
 /// Scenario 4: `build()` against servers that accept connections and
