@@ -9,11 +9,15 @@
 //! that returned before the read began: a violation. It must never happen.
 //!
 //! Each run picks, from its seed, 1 to 4 cache handles (each with its own
-//! connection and single-flight map: to the protocol, a process), with two
+//! connection and single-flight map: to the protocol, a process), with four
 //! readers per row on every handle, so that readers of one handle follow
-//! each other's flights, and writers on random handles. Bodies pause for
+//! each other's flights, and two writers per row on random handles. Bodies pause for
 //! random times inside (the race window between reading the row and
-//! storing it). `tests/consistency_processes.rs` runs the same checker
+//! storing it). One in four replies also reaches its caller late (a hook
+//! around the store's operations, `cache_runtime::testing`): the task that
+//! receives a reply is not always the next to run, and a reply on a
+//! multiplexed connection can not overtake the one before it, so without
+//! this the late-reply races would need a busier machine to show. `tests/consistency_processes.rs` runs the same checker
 //! across real OS processes; `CONSISTENCY_RUNS=n` repeats every kind `n`
 //! times (default 1).
 
@@ -23,11 +27,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use cache_runtime::testing::{Interpose, Phase};
 use cache_runtime::{Cache, cached};
 use common::{RedisServer, TcpProxy, random_below};
 
-const ROWS: usize = 6;
-const READERS_PER_ROW_AND_HANDLE: usize = 2;
+const ROWS: usize = 3;
+const READERS_PER_ROW_AND_HANDLE: usize = 4;
+/// Two, so that writes of one row race each other too.
+const WRITERS_PER_ROW: usize = 2;
 const WRITES: u64 = 3_000;
 
 struct Db {
@@ -107,6 +114,16 @@ async fn through_write(db: &Db, id: usize) -> u64 {
     db.write(id).await
 }
 
+/// One reply in four reaches its caller up to 1 ms late.
+fn late_replies() -> Interpose {
+    Interpose::new(|step| {
+        (step.phase == Phase::Answered && random_below(3) == 0).then(|| {
+            let late = Duration::from_micros(random_below(1_000));
+            Box::pin(tokio::time::sleep(late)) as _
+        })
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Typed,
@@ -171,6 +188,7 @@ async fn run(kind: Kind, seed: u64) -> Report {
             // The jitter must never make an operation time out: that would
             // turn the run into an outage test.
             .op_timeout(Duration::from_secs(5))
+            .interpose(late_replies())
             .build()
             .await
             .unwrap();
@@ -191,6 +209,8 @@ async fn run(kind: Kind, seed: u64) -> Report {
                     (db.clone(), reads.clone(), violations.clone(), stop.clone());
                 readers.push(tokio::spawn(Cache::scope(cache.clone(), async move {
                     while !stop.load(SeqCst) {
+                        // Readers start at scattered moments.
+                        pause(300).await;
                         let floor = db.floor[id].load(SeqCst);
                         let seen = read(kind, &db, id).await;
                         reads.fetch_add(1, SeqCst);
@@ -204,7 +224,7 @@ async fn run(kind: Kind, seed: u64) -> Report {
         }
     }
     let mut writers = Vec::new();
-    for id in 0..ROWS {
+    for id in (0..ROWS).flat_map(|id| [id; WRITERS_PER_ROW]) {
         let cache = caches[pick(handles as u64) as usize].clone();
         let (db, writes) = (db.clone(), writes.clone());
         writers.push(tokio::spawn(Cache::scope(cache, async move {

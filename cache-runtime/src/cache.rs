@@ -428,6 +428,10 @@ impl Cache {
         let counters = Arc::new(Counters::new(label));
         let store =
             match &b.store {
+                #[cfg(feature = "testing")]
+                StoreConfig::Memory if let Some(shared) = b.shared_memory.take() => {
+                    Backend::Memory(shared)
+                }
                 StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),
                 StoreConfig::Disabled => Backend::Disabled(DisabledStore),
                 StoreConfig::Redis(url) => {
@@ -617,6 +621,19 @@ impl Cache {
     pub(crate) fn near(&self) -> Option<&Arc<crate::near::Near>> {
         match &self.inner.store {
             Backend::Redis(r) => r.near(),
+            _ => None,
+        }
+    }
+
+    /// The embedded store, if this cache uses one (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub(crate) fn memory_store(&self) -> Option<MemoryStore> {
+        match &self.inner.store {
+            Backend::Memory(m) => Some(m.clone()),
+            Backend::Interposed(s) => match &s.inner {
+                crate::store::Wrapped::Memory(m) => Some(m.clone()),
+                crate::store::Wrapped::Redis(_) => None,
+            },
             _ => None,
         }
     }

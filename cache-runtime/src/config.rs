@@ -214,6 +214,9 @@ pub struct CacheBuilder {
     pub(crate) near: NearOptions,
     #[cfg(feature = "testing")]
     pub(crate) interpose: Option<crate::testing::Interpose>,
+    /// The memory store to use instead of a new one (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub(crate) shared_memory: Option<crate::store::MemoryStore>,
 }
 
 impl Default for CacheBuilder {
@@ -241,6 +244,8 @@ impl Default for CacheBuilder {
             near: NearOptions::default(),
             #[cfg(feature = "testing")]
             interpose: None,
+            #[cfg(feature = "testing")]
+            shared_memory: None,
         }
     }
 }
@@ -685,6 +690,18 @@ impl CacheBuilder {
     #[cfg(feature = "testing")]
     pub fn interpose(mut self, hook: crate::testing::Interpose) -> Self {
         self.interpose = Some(hook);
+        self
+    }
+
+    /// Uses the embedded store of `other` (built with the memory store)
+    /// instead of a new one (feature `testing`): several handles then share
+    /// one store with separate connections' worth of state (single-flight
+    /// maps, counters), as processes share one Redis. For simulations of
+    /// several processes without Redis.
+    #[cfg(feature = "testing")]
+    pub fn share_memory_store(mut self, other: &crate::Cache) -> Self {
+        self.store = StoreConfig::Memory;
+        self.shared_memory = other.memory_store();
         self
     }
 

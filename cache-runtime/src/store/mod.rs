@@ -15,6 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) use self::disabled::DisabledStore;
+#[cfg(feature = "testing")]
+pub(crate) use self::interposed::Wrapped;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::{Connector, RedisOptions, RedisStore};
 use crate::policy::BreakerState;
