@@ -112,3 +112,219 @@ impl fmt::Debug for Interpose {
         f.write_str("Interpose(..)")
     }
 }
+
+/// The lease protocol of a cache's store, one operation at a time, for a
+/// conformance suite that runs every store (Redis, Redis Cluster, an older
+/// Redis without `SET .. NX .. GET`, memory) through the same scenarios.
+/// See [`crate::policy::lease`] for the protocol. Errors are the store's
+/// error messages.
+#[derive(Debug, Clone)]
+pub struct Protocol {
+    cache: crate::Cache,
+}
+
+/// One lease attempt's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken(crate::policy::lease::Token);
+
+impl LeaseToken {
+    /// A fresh token, unique across processes and attempts.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        LeaseToken(crate::policy::lease::Token::new())
+    }
+}
+
+/// What a lease is taken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasePurpose {
+    /// A miss: leases an absent key, or a value with at most `stale_within`
+    /// left to live; a fresher value is returned instead.
+    Miss {
+        /// How much life a value may have left and still be leased over.
+        stale_within: std::time::Duration,
+    },
+    /// A refresh: leases over whatever value is there.
+    Refresh,
+}
+
+/// The answer to a lease attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// The lease is ours.
+    Acquired,
+    /// Another holder's lease, with the value it is refreshing (if any).
+    Leased {
+        /// The value the record carries.
+        value: Option<Vec<u8>>,
+    },
+    /// A value that is not leased over (a fresh one, for a miss).
+    Value(Vec<u8>),
+}
+
+/// What a key holds, as the protocol reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing.
+    Absent,
+    /// A value.
+    Value(Vec<u8>),
+    /// A lease record, carrying the value being refreshed (if any).
+    Leased {
+        /// The value the record carries.
+        value: Option<Vec<u8>>,
+    },
+}
+
+fn content(c: crate::policy::lease::Content) -> Content {
+    use crate::policy::lease::Content as C;
+    match c {
+        C::Value(v) => Content::Value(v.to_vec()),
+        C::Leased { value, .. } => Content::Leased {
+            value: value.map(|v| v.to_vec()),
+        },
+    }
+}
+
+impl crate::Cache {
+    /// This cache's store, seen through its lease protocol (feature `testing`).
+    pub fn protocol(&self) -> Protocol {
+        Protocol {
+            cache: self.clone(),
+        }
+    }
+}
+
+impl Protocol {
+    fn store(&self) -> &crate::store::Backend {
+        &self.cache.inner.store
+    }
+
+    /// Takes a lease on `key` for `ttl`.
+    pub async fn lease(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        ttl: std::time::Duration,
+        purpose: LeasePurpose,
+    ) -> Result<LeaseAnswer, String> {
+        use crate::policy::lease::{LeaseFor, LeaseReply};
+        use crate::store::Store;
+        let purpose = match purpose {
+            LeasePurpose::Miss { stale_within } => LeaseFor::Miss { stale_within },
+            LeasePurpose::Refresh => LeaseFor::Refresh,
+        };
+        let reply = self
+            .store()
+            .lease(key, &token.0, ttl, purpose)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match reply {
+            LeaseReply::Acquired => LeaseAnswer::Acquired,
+            LeaseReply::Held(c) => match content(c) {
+                Content::Value(v) => LeaseAnswer::Value(v),
+                Content::Leased { value } => LeaseAnswer::Leased { value },
+                Content::Absent => unreachable!("a held key holds something"),
+            },
+        })
+    }
+
+    /// Stores `value` for `ttl` if `key` still holds `token`'s lease.
+    pub async fn fill(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<bool, String> {
+        use crate::store::Store;
+        self.store()
+            .fill(key, &token.0, bytes::Bytes::copy_from_slice(value), ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Gives `token`'s lease back, restoring the value it carries or not.
+    pub async fn release(
+        &self,
+        key: &str,
+        token: &LeaseToken,
+        restore: bool,
+    ) -> Result<bool, String> {
+        use crate::store::Store;
+        self.store()
+            .release(key, &token.0, restore)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// What `key` holds, and its remaining time to live.
+    pub async fn read(&self, key: &str) -> Result<(Content, Option<std::time::Duration>), String> {
+        use crate::store::Store;
+        let found = self
+            .store()
+            .get_with_ttl(key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match found {
+            None => (Content::Absent, None),
+            Some((bytes, ttl)) => (content(crate::policy::lease::classify(bytes)), Some(ttl)),
+        })
+    }
+
+    /// Stores `value` for `ttl`, whatever `key` holds.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<(), String> {
+        use crate::store::Store;
+        self.store()
+            .set(key, bytes::Bytes::copy_from_slice(value), ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes `keys` (an invalidation).
+    pub async fn delete(&self, keys: &[String]) -> Result<u64, String> {
+        use crate::store::Store;
+        self.store().delete(keys).await.map_err(|e| e.to_string())
+    }
+
+    /// Removes every key matching `pattern` (a pattern invalidation).
+    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, String> {
+        use crate::store::Store;
+        self.store()
+            .delete_pattern(pattern, None)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The versions of `tags`, created where missing and kept for `ttl`.
+    pub async fn ensure_tag_versions(
+        &self,
+        tags: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<u64>, String> {
+        use crate::store::Store;
+        self.store()
+            .tag_versions(tags, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The current versions of `tags` (`None`: no version), read with `key`.
+    pub async fn tag_versions(
+        &self,
+        key: &str,
+        tags: &[String],
+    ) -> Result<Vec<Option<u64>>, String> {
+        use crate::store::Store;
+        self.store()
+            .fetch(key, false, tags)
+            .await
+            .map(|f| f.tags)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -78,6 +78,22 @@ impl RedisServer {
         }
     }
 
+    /// Starts one server from the `redis-server` binary at `binary` (e.g.
+    /// an older Redis) on a free port.
+    pub fn start_binary(binary: &str) -> Self {
+        for _ in 0..10 {
+            let mut node = RedisNode::new(free_port(), None, &[]);
+            node.binary = binary.to_owned();
+            if node.try_spawn().is_ok() {
+                return RedisServer {
+                    nodes: vec![node],
+                    cluster: false,
+                };
+            }
+        }
+        panic!("could not start {binary} on a free port after 10 attempts");
+    }
+
     /// Starts one server on `port` (e.g. one a cache was built against
     /// before any server listened there).
     pub fn start_on(port: u16) -> Self {
@@ -514,6 +530,8 @@ struct RedisNode {
     password: Option<String>,
     /// Extra `redis-server` arguments, kept for `restart`.
     extra_args: Vec<String>,
+    /// The server binary: `redis-server` on `PATH` unless a test names one.
+    binary: String,
 }
 
 impl RedisNode {
@@ -553,6 +571,7 @@ impl RedisNode {
             child: None,
             password,
             extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            binary: "redis-server".to_owned(),
         }
     }
 
@@ -569,7 +588,7 @@ impl RedisNode {
         // The server logs to stdout; keep it to explain a failed start.
         let log_path = self.dir.join("redis.log");
         let log = std::fs::File::create(&log_path).expect("create the server's log");
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(&self.binary);
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
