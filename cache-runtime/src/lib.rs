@@ -124,6 +124,23 @@ pub use store::StoreKind;
 /// byte `0xC1`, which no JSON (or MessagePack) value starts with. See
 /// [`CacheBuilder::leases`] and the `policy` module.
 ///
+/// **Read-after-invalidate.** Once an invalidation (typed, template,
+/// pattern, tag, write-through, [`Cache::invalidate`]) has returned
+/// success, no call that begins after it, in any process, returns a value
+/// computed by a body that began before it: not a reader, not a follower
+/// of another call's flight, not a waiter on another process's lease.
+/// Every value a call returns was confirmed in the store after the call
+/// began: by its own lookup, by a fill made under a lease the invalidation
+/// would have removed (with the tags' versions read again), or, for a
+/// follower, by such a step sent after it joined; a follower that joined
+/// later looks the key up again. A write-through stores its result under a
+/// lease taken before its body, or removes its key. Exceptions, each opt-in:
+/// `near = true` (another process's invalidation reaches near copies
+/// shortly after it returned), [`CacheBuilder::tag_version_reuse`], and
+/// `lease = false`. An invalidation the store did not confirm is retried in
+/// the background ([`CacheBuilder::invalidation_retry_for`]) and promises
+/// nothing until it succeeds.
+///
 /// # Keys
 ///
 /// `<namespace>[@<tenant>]:<prefix>[:<id>][:v<version>]`, e.g. `app:user:42`. A bare `#[cached]`

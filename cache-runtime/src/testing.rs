@@ -116,7 +116,8 @@ impl fmt::Debug for Interpose {
 /// The lease protocol of a cache's store, one operation at a time, for a
 /// conformance suite that runs every store (Redis, Redis Cluster, an older
 /// Redis without `SET .. NX .. GET`, memory) through the same scenarios.
-/// See [`crate::policy::lease`] for the protocol. Errors are the store's
+/// The protocol is described in `cache_runtime::policy`'s lease module (a lease
+/// record in the entry's own key, filled by compare-and-set). Errors are the store's
 /// error messages.
 #[derive(Debug, Clone)]
 pub struct Protocol {
