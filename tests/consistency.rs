@@ -22,16 +22,18 @@
 //! times (default 1).
 
 mod common;
+mod rows;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use cache_runtime::Cache;
 use cache_runtime::testing::{Interpose, Phase};
-use cache_runtime::{Cache, cached};
 use common::{RedisServer, TcpProxy, random_below};
+use rows::{Kind, read, write};
 
-const ROWS: usize = 3;
+const ROWS: u64 = 3;
 const READERS_PER_ROW_AND_HANDLE: usize = 4;
 /// Two, so that writes of one row race each other too.
 const WRITERS_PER_ROW: usize = 2;
@@ -50,16 +52,16 @@ impl Db {
             floor: (0..ROWS).map(|_| AtomicU64::new(0)).collect(),
         })
     }
-    async fn read(&self, id: usize) -> u64 {
+    async fn read(&self, id: u64) -> u64 {
         pause(400).await;
-        let version = self.rows[id].load(SeqCst);
+        let version = self.rows[id as usize].load(SeqCst);
         // The race window: the row is read, the result not yet stored.
         pause(1_500).await;
         version
     }
-    async fn write(&self, id: usize) -> u64 {
+    async fn write(&self, id: u64) -> u64 {
         pause(300).await;
-        self.rows[id].fetch_add(1, SeqCst) + 1
+        self.rows[id as usize].fetch_add(1, SeqCst) + 1
     }
 }
 
@@ -73,47 +75,6 @@ async fn pause(max_us: u64) {
     }
 }
 
-#[cached(prefix = "typed", id = "id", ttl = 60, skip = [db])]
-async fn typed_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [typed_row(id)])]
-async fn typed_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "pattern:{id}:row", ttl = 60, skip = [db])]
-async fn pattern_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = ["pattern:{id}:*"])]
-async fn pattern_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "tagged", id = "id", ttl = 60, tags = ["row:{id}"], skip = [db])]
-async fn tagged_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [tag("row:{id}")])]
-async fn tag_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "through", id = "id", ttl = 60, skip = [db])]
-async fn through_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-/// Write-through: stores the version it wrote under `through_row`'s key.
-#[cached(prefix = "through", id = "id", ttl = 60, invalidate = [tag("unused:{id}")], skip = [db])]
-async fn through_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
 /// One reply in four reaches its caller up to 1 ms late.
 fn late_replies() -> Interpose {
     Interpose::new(|step| {
@@ -122,32 +83,6 @@ fn late_replies() -> Interpose {
             Box::pin(tokio::time::sleep(late)) as _
         })
     })
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Typed,
-    Pattern,
-    Tag,
-    WriteThrough,
-}
-
-async fn read(kind: Kind, db: &Db, id: usize) -> u64 {
-    match kind {
-        Kind::Typed => typed_row(db, id).await,
-        Kind::Pattern => pattern_row(db, id).await,
-        Kind::Tag => tagged_row(db, id).await,
-        Kind::WriteThrough => through_row(db, id).await,
-    }
-}
-
-async fn write(kind: Kind, db: &Db, id: usize) -> u64 {
-    match kind {
-        Kind::Typed => typed_write(db, id).await,
-        Kind::Pattern => pattern_write(db, id).await,
-        Kind::Tag => tag_write(db, id).await,
-        Kind::WriteThrough => through_write(db, id).await,
-    }
 }
 
 #[derive(Debug)]
@@ -211,7 +146,7 @@ async fn run(kind: Kind, seed: u64) -> Report {
                     while !stop.load(SeqCst) {
                         // Readers start at scattered moments.
                         pause(300).await;
-                        let floor = db.floor[id].load(SeqCst);
+                        let floor = db.floor[id as usize].load(SeqCst);
                         let seen = read(kind, &db, id).await;
                         reads.fetch_add(1, SeqCst);
                         if seen < floor {
@@ -231,7 +166,7 @@ async fn run(kind: Kind, seed: u64) -> Report {
             while writes.fetch_add(1, SeqCst) < WRITES {
                 pause(2_500).await;
                 let version = write(kind, &db, id).await;
-                db.floor[id].fetch_max(version, SeqCst);
+                db.floor[id as usize].fetch_max(version, SeqCst);
             }
         })));
     }

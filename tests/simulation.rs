@@ -24,10 +24,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use cache_runtime::Cache;
 use cache_runtime::testing::Interpose;
-use cache_runtime::{Cache, cached};
+use rows::{Kind, read, write};
 
-const ROWS: usize = 2;
+mod rows;
+
+const ROWS: u64 = 2;
 const READERS_PER_ROW_AND_HANDLE: usize = 4;
 /// Two, so that writes of one row race each other too.
 const WRITERS_PER_ROW: usize = 2;
@@ -73,83 +76,17 @@ struct Db {
 }
 
 impl Db {
-    async fn read(&self, id: usize) -> u64 {
+    async fn read(&self, id: u64) -> u64 {
         jitter().await;
-        let version = self.rows[id].load(SeqCst);
+        let version = self.rows[id as usize].load(SeqCst);
         for _ in 0..below(6) {
             jitter().await;
         }
         version
     }
-    async fn write(&self, id: usize) -> u64 {
+    async fn write(&self, id: u64) -> u64 {
         jitter().await;
-        self.rows[id].fetch_add(1, SeqCst) + 1
-    }
-}
-
-#[cached(prefix = "typed", id = "id", ttl = 60, skip = [db])]
-async fn typed_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [typed_row(id)])]
-async fn typed_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "pattern:{id}:row", ttl = 60, skip = [db])]
-async fn pattern_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = ["pattern:{id}:*"])]
-async fn pattern_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "tagged", id = "id", ttl = 60, tags = ["row:{id}"], skip = [db])]
-async fn tagged_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [tag("row:{id}")])]
-async fn tag_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "through", id = "id", ttl = 60, skip = [db])]
-async fn through_row(db: &Db, id: usize) -> u64 {
-    db.read(id).await
-}
-
-#[cached(prefix = "through", id = "id", ttl = 60, invalidate = [tag("unused:{id}")], skip = [db])]
-async fn through_write(db: &Db, id: usize) -> u64 {
-    db.write(id).await
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Typed,
-    Pattern,
-    Tag,
-    WriteThrough,
-}
-
-async fn read(kind: Kind, db: &Db, id: usize) -> u64 {
-    match kind {
-        Kind::Typed => typed_row(db, id).await,
-        Kind::Pattern => pattern_row(db, id).await,
-        Kind::Tag => tagged_row(db, id).await,
-        Kind::WriteThrough => through_row(db, id).await,
-    }
-}
-
-async fn write(kind: Kind, db: &Db, id: usize) -> u64 {
-    match kind {
-        Kind::Typed => typed_write(db, id).await,
-        Kind::Pattern => pattern_write(db, id).await,
-        Kind::Tag => tag_write(db, id).await,
-        Kind::WriteThrough => through_write(db, id).await,
+        self.rows[id as usize].fetch_add(1, SeqCst) + 1
     }
 }
 
@@ -205,12 +142,12 @@ fn simulate(kind: Kind, seed: u64) -> Outcome {
                 for _ in 0..READERS_PER_ROW_AND_HANDLE {
                     let (db, out, done) = (db.clone(), out.clone(), done.clone());
                     local.spawn_local(Cache::scope(cache.clone(), async move {
-                        while done.get() < ROWS * WRITERS_PER_ROW {
+                        while done.get() < ROWS as usize * WRITERS_PER_ROW {
                             // Readers start at scattered moments.
                             for _ in 0..below(3) {
                                 jitter().await;
                             }
-                            let floor = db.floor[id].load(SeqCst);
+                            let floor = db.floor[id as usize].load(SeqCst);
                             let seen = read(kind, &db, id).await;
                             {
                                 let mut out = out.borrow_mut();
@@ -233,7 +170,7 @@ fn simulate(kind: Kind, seed: u64) -> Outcome {
                         jitter().await;
                     }
                     let version = write(kind, &db, id).await;
-                    db.floor[id].fetch_max(version, SeqCst);
+                    db.floor[id as usize].fetch_max(version, SeqCst);
                 }
                 done.set(done.get() + 1);
             }));

@@ -424,13 +424,7 @@ where
         }
     };
     leader.ready().await;
-    let started = leader.body_started();
-    let result = timed(spec, body).await;
-    let shared = S::to_store(&result, spec.cache_none)
-        .and_then(|value| cache.encode(value, &[]))
-        .map(Bytes::from);
-    leader.finish(shared, started);
-    result
+    uncached::<S, R, F>(spec, cache, None, leader, body).await
 }
 
 /// A miss: join or lead the key's flight; the leader takes the lease, runs
@@ -625,9 +619,9 @@ where
     or_stale::<S, R>(spec, cache, result, looked.stale)
 }
 
-/// The store did not answer during a miss: run the body and share its
-/// result with this process's callers that joined before it started (they
-/// would only load the database), store nothing.
+/// The store did not answer: run the body and share its result with this
+/// process's callers that joined before it started (they would only load
+/// the database), store nothing.
 async fn uncached<S, R, F>(
     spec: &'static Spec,
     cache: &Cache,

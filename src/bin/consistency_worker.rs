@@ -28,10 +28,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use cache_runtime::Cache;
 use cache_runtime::testing::{Interpose, Phase};
-use cache_runtime::{Cache, cached};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+
+#[path = "../../tests/rows/mod.rs"]
+mod rows;
+use rows::{Kind, read, write};
 
 struct Db(ConnectionManager);
 
@@ -105,64 +109,6 @@ impl Db {
     }
 }
 
-#[cached(prefix = "typed", id = "id", ttl = 60, skip = [db])]
-async fn typed_row(db: &Db, id: u64) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [typed_row(id)])]
-async fn typed_write(db: &Db, id: u64) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "pattern:{id}:row", ttl = 60, skip = [db])]
-async fn pattern_row(db: &Db, id: u64) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = ["pattern:{id}:*"])]
-async fn pattern_write(db: &Db, id: u64) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "tagged", id = "id", ttl = 60, tags = ["row:{id}"], skip = [db])]
-async fn tagged_row(db: &Db, id: u64) -> u64 {
-    db.read(id).await
-}
-
-#[cached(invalidate = [tag("row:{id}")])]
-async fn tag_write(db: &Db, id: u64) -> u64 {
-    db.write(id).await
-}
-
-#[cached(prefix = "through", id = "id", ttl = 60, skip = [db])]
-async fn through_row(db: &Db, id: u64) -> u64 {
-    db.read(id).await
-}
-
-#[cached(prefix = "through", id = "id", ttl = 60, invalidate = [tag("unused:{id}")], skip = [db])]
-async fn through_write(db: &Db, id: u64) -> u64 {
-    db.write(id).await
-}
-
-async fn read(kind: &str, db: &Db, id: u64) -> u64 {
-    match kind {
-        "typed" => typed_row(db, id).await,
-        "pattern" => pattern_row(db, id).await,
-        "tag" => tagged_row(db, id).await,
-        _ => through_row(db, id).await,
-    }
-}
-
-async fn write(kind: &str, db: &Db, id: u64) -> u64 {
-    match kind {
-        "typed" => typed_write(db, id).await,
-        "pattern" => pattern_write(db, id).await,
-        "tag" => tag_write(db, id).await,
-        _ => through_write(db, id).await,
-    }
-}
-
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -188,15 +134,12 @@ fn main() {
             "usage: consistency_worker <reader|writer> <cache_url> <db_url> <kind> <rows> <count>",
         );
     };
-    if !matches!(kind.as_str(), "typed" | "pattern" | "tag" | "write-through") {
-        fail(&format!("unknown kind `{kind}`"));
-    }
+    let kind = Kind::parse(kind).unwrap_or_else(|| fail(&format!("unknown kind `{kind}`")));
     let number = |s: &str| {
         s.parse::<u64>()
             .unwrap_or_else(|_| fail(&format!("not a number: {s}")))
     };
     let (rows, count) = (number(rows), number(count));
-    let kind: &'static str = Box::leak(kind.clone().into_boxed_str());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -257,7 +200,7 @@ fn main() {
                     reads.fetch_add(1, SeqCst);
                     if seen < floor {
                         violations.fetch_add(1, SeqCst);
-                        eprintln!("violation: {kind} row {id}: read {seen} after {floor}");
+                        eprintln!("violation: {kind:?} row {id}: read {seen} after {floor}");
                     }
                 }
             }));
