@@ -521,7 +521,8 @@ impl CacheBuilder {
         self
     }
 
-    /// How long one Redis connection attempt may take (default 1 s).
+    /// How long one Redis connection attempt may take (default 1 s); also
+    /// the most [`build`](Self::build) waits for its start-up check.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -887,8 +888,11 @@ impl CacheBuilder {
     ///
     /// With Redis, this returns promptly even if Redis is down: the
     /// connection is made lazily, calls run their bodies until Redis answers,
-    /// and a warning is logged. Only configuration that can never work (a
-    /// malformed URL, a zero timeout) is an error.
+    /// and a warning is logged. For that log, every Redis store (named ones
+    /// included) is sent a `PING` at the same time, and the build waits for
+    /// the answers at most [`connect_timeout`](Self::connect_timeout) in
+    /// all. Only configuration that can never work (a malformed URL, a zero
+    /// timeout) is an error.
     pub async fn build(mut self) -> Result<Cache, ConfigError> {
         self.validate()?;
         self.resolve_stores()?;
