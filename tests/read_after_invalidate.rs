@@ -443,6 +443,40 @@ async fn a_slow_write_through_does_not_overwrite_a_newer_one() {
     );
 }
 
+/// Write-through of a `Result`: updates the row, or fails.
+#[cached(prefix = "wrow", id = "id", ttl = 60, invalidate = [get_row(id)], skip = [db, fail])]
+async fn write_through_fallible(db: &Db, id: u64, fail: bool) -> Result<u64, String> {
+    if fail {
+        return Err("the database refused".into());
+    }
+    Ok(db.write())
+}
+
+/// A write-through whose body fails gives its lease back: the value that
+/// was there is served again (no lease record left behind, TTL kept), and
+/// nothing it listed is invalidated.
+#[tokio::test]
+async fn a_failed_write_through_leaves_the_old_value() {
+    let server = RedisServer::start();
+    let cache = handle(&server, None).await;
+    let db = Db::new();
+    Cache::scope(cache.clone(), async {
+        assert_eq!(write_through_fallible(&db, 1, false).await, Ok(1));
+        assert_eq!(get_row(&db, 1).await, 1);
+        let ttl = server.pttl("rai:wrow:1");
+        assert!(write_through_fallible(&db, 1, true).await.is_err());
+        assert_eq!(server.get("rai:wrow:1").as_deref(), Some("1"));
+        assert!(server.pttl("rai:wrow:1") <= ttl, "the TTL is kept");
+        assert!(
+            server.exists("rai:row:1"),
+            "a failed write invalidates nothing"
+        );
+        assert_eq!(get_written_row(&db, 1).await, 1, "a hit");
+        assert_eq!(db.calls(), 1, "only get_row's first call ran a body");
+    })
+    .await;
+}
+
 /// Scenario 4: `build()` against servers that accept connections and
 /// never answer waits one connect timeout in all, not one per store.
 #[tokio::test]

@@ -241,3 +241,14 @@ fn tag_invalidations_over_many_interleavings() {
 fn write_throughs_over_many_interleavings() {
     explore(Kind::WriteThrough);
 }
+
+#[tokio::test]
+async fn sharing_the_store_of_a_cache_without_one_is_a_configuration_error() {
+    let disabled = Cache::builder().disabled().build().await.unwrap();
+    let err = Cache::builder()
+        .share_memory_store(&disabled)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("share_memory_store"), "{err}");
+}

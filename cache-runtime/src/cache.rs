@@ -429,7 +429,7 @@ impl Cache {
         let store =
             match &b.store {
                 #[cfg(feature = "testing")]
-                StoreConfig::Memory if let Some(shared) = b.shared_memory.take() => {
+                StoreConfig::Memory if let Some(Some(shared)) = b.shared_memory.take() => {
                     Backend::Memory(shared)
                 }
                 StoreConfig::Memory => Backend::Memory(MemoryStore::new(b.max_entries)),

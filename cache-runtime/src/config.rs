@@ -214,9 +214,10 @@ pub struct CacheBuilder {
     pub(crate) near: NearOptions,
     #[cfg(feature = "testing")]
     pub(crate) interpose: Option<crate::testing::Interpose>,
-    /// The memory store to use instead of a new one (feature `testing`).
+    /// The memory store to use instead of a new one (feature `testing`);
+    /// `Some(None)`: asked for, but the cache given has none.
     #[cfg(feature = "testing")]
-    pub(crate) shared_memory: Option<crate::store::MemoryStore>,
+    pub(crate) shared_memory: Option<Option<crate::store::MemoryStore>>,
 }
 
 impl Default for CacheBuilder {
@@ -698,11 +699,12 @@ impl CacheBuilder {
     /// instead of a new one (feature `testing`): several handles then share
     /// one store with separate connections' worth of state (single-flight
     /// maps, counters), as processes share one Redis. For simulations of
-    /// several processes without Redis.
+    /// several processes without Redis. [`build`](Self::build) fails with
+    /// [`ConfigError::InvalidSetting`] if `other` has no memory store.
     #[cfg(feature = "testing")]
     pub fn share_memory_store(mut self, other: &crate::Cache) -> Self {
         self.store = StoreConfig::Memory;
-        self.shared_memory = other.memory_store();
+        self.shared_memory = Some(other.memory_store());
         self
     }
 
@@ -856,6 +858,13 @@ impl CacheBuilder {
         }
         if self.policy.lease_wait.is_zero() {
             return bad("lease_wait", "must be positive");
+        }
+        #[cfg(feature = "testing")]
+        if let Some(None) = self.shared_memory {
+            return bad(
+                "share_memory_store",
+                "the cache given does not use the memory store: there is none to share",
+            );
         }
         let beta = self.policy.early_refresh;
         if !beta.is_finite() || beta < 0.0 {

@@ -311,12 +311,10 @@ where
     }
     let eff = &call.eff;
     let mut looked = Looked {
-        versions: Vec::new(),
         stale: None,
         outdated: false,
     };
     let (found, versions) = look::<S::Value>(cache, &call.key, &call.tags, eff).await;
-    looked.versions = versions;
     match found {
         Found::Value {
             value,
@@ -329,7 +327,7 @@ where
             if let Some(keep) = keep
                 && !refreshing
             {
-                keep(&value, remaining, &looked.versions);
+                keep(&value, remaining, &versions);
             }
             if !refreshing
                 && eff.beta > 0.0
@@ -385,8 +383,6 @@ struct Miss {
 
 /// What a miss's lookup found besides the miss.
 struct Looked<V> {
-    /// The current versions of the call's tags.
-    versions: Vec<Option<u64>>,
     /// An expired value kept for `stale_if_error`.
     stale: Option<V>,
     /// The key holds a value whose tags moved.
@@ -461,27 +457,31 @@ where
                 }
                 // The leader's value was confirmed before we joined: look
                 // again (it is most likely a hit now).
-                Outcome::Late => {
-                    let (found, versions) = look::<S::Value>(cache, key, &call.tags, eff).await;
-                    looked.versions = versions;
-                    match found {
-                        Found::Value {
-                            value,
-                            stale_for: None,
-                            ..
-                        } => {
-                            count(spec, &counters.coalesced, Event::Coalesced);
-                            return S::from_stored(value);
-                        }
-                        Found::Value { .. } | Found::Miss => {}
-                        Found::Outdated => looked.outdated = true,
-                        Found::Unavailable => {
-                            let result =
-                                Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
-                            return or_stale::<S, R>(spec, cache, result, looked.stale);
+                Outcome::Late => match look::<S::Value>(cache, key, &call.tags, eff).await.0 {
+                    Found::Value {
+                        value,
+                        stale_for: None,
+                        ..
+                    } => {
+                        count(spec, &counters.coalesced, Event::Coalesced);
+                        return S::from_stored(value);
+                    }
+                    Found::Value {
+                        value,
+                        stale_for: Some(stale_for),
+                        ..
+                    } => {
+                        if stale_for < eff.sie {
+                            looked.stale = Some(value);
                         }
                     }
-                }
+                    Found::Miss => {}
+                    Found::Outdated => looked.outdated = true,
+                    Found::Unavailable => {
+                        let result = Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
+                        return or_stale::<S, R>(spec, cache, result, looked.stale);
+                    }
+                },
                 // The leader was cancelled: one of its followers leads now.
                 Outcome::Abandoned => continue,
             },
