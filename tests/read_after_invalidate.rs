@@ -520,3 +520,23 @@ async fn build_waits_one_connect_timeout_for_all_stores() {
     assert_eq!(quick.ok(), Some(7));
     drop(accepted);
 }
+
+/// With leases off, a write-through stores its result with a plain `SET`,
+/// as before (plain cache-aside makes no read-after-invalidate promise).
+#[tokio::test]
+async fn with_leases_off_a_write_through_still_stores() {
+    let server = RedisServer::start();
+    let cache = server
+        .builder()
+        .namespace("rai")
+        .leases(false)
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    assert_eq!(
+        Cache::scope(cache, write_through_fallible(&db, 1, false)).await,
+        Ok(1)
+    );
+    assert_eq!(server.get("rai:wrow:1").as_deref(), Some("1"));
+}

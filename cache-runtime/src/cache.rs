@@ -920,7 +920,11 @@ impl Cache {
         ttl: Duration,
     ) -> Option<Bytes> {
         let bytes = self.encode(value, tag_versions)?;
-        let shared = Bytes::from(bytes);
+        self.set_bytes(key, Bytes::from(bytes), ttl).await
+    }
+
+    /// Stores encoded bytes; them again when stored (failures counted).
+    pub(crate) async fn set_bytes(&self, key: &str, shared: Bytes, ttl: Duration) -> Option<Bytes> {
         match self.inner.store.set(key, shared.clone(), ttl).await {
             Ok(()) => {
                 Counters::bump(&self.inner.counters.stores);

@@ -231,11 +231,20 @@ async fn decode_current_now<V: Cacheable>(
     tags: &[String],
     bytes: &[u8],
 ) -> Result<Decoded<V>, StoreError> {
+    let now = versions_now(cache, key, tags).await?;
+    Ok(decode_current(cache, bytes, &now, false))
+}
+
+/// The current versions of `tags` (none to read without tags).
+async fn versions_now(
+    cache: &Cache,
+    key: &str,
+    tags: &[String],
+) -> Result<Vec<Option<u64>>, StoreError> {
     if tags.is_empty() {
-        return Ok(decode_current(cache, bytes, &[], false));
+        return Ok(Vec::new());
     }
-    let now = cache.inner.store.fetch(key, false, tags).await?;
-    Ok(decode_current(cache, bytes, &now.tags, false))
+    Ok(cache.inner.store.fetch(key, false, tags).await?.tags)
 }
 
 /// The versions to record with a result about to be computed: read (and
@@ -871,21 +880,39 @@ pub(crate) async fn store_written<V: Cacheable>(
 ) {
     let eff = Effective::new(cache, spec);
     let recorded = versions_before_body(cache, tags, eff.tag_ttl()).await;
-    match (lease.0, recorded) {
-        (Some(lease), Some(recorded)) => {
-            match lease.fill(value, &recorded, tags, eff.store_ttl()).await {
+    let encoded = recorded.as_ref().map(|r| cache.encode(value, r));
+    store_written_encoded(cache, &eff, key, tags, recorded, encoded, lease).await;
+}
+
+/// [`store_written`] once encoded (`Some(None)`: it could not be), compiled once.
+async fn store_written_encoded(
+    cache: &Cache,
+    eff: &Effective,
+    key: &str,
+    tags: &[String],
+    recorded: Option<Vec<u64>>,
+    encoded: Option<Option<Vec<u8>>>,
+    lease: WriteLease,
+) {
+    match (lease.0, recorded, encoded) {
+        (Some(lease), Some(recorded), Some(bytes)) => {
+            match lease
+                .fill_encoded(bytes, &recorded, tags, eff.store_ttl())
+                .await
+            {
                 Filled::Stored(_) | Filled::NotEncoded => {}
                 Filled::Lost | Filled::Unconfirmed(_) => {
                     cache.invalidate_key(key).await;
                 }
             }
         }
-        (None, Some(recorded)) if !eff.leases => {
+        (None, Some(_), Some(Some(bytes))) if !eff.leases => {
             cache
-                .set_encoded(key, value, &recorded, eff.store_ttl())
+                .set_bytes(key, Bytes::from(bytes), eff.store_ttl())
                 .await;
         }
-        (lease, _) => {
+        (None, Some(_), Some(None)) if !eff.leases => {}
+        (lease, _, _) => {
             if let Some(mut lease) = lease {
                 lease.token = None;
             }
@@ -967,8 +994,21 @@ impl LeaseGuard {
     /// versions at the same time (one round trip) and checks them against
     /// the `tag_versions` recorded before the body ran.
     async fn fill<V: Cacheable>(
-        mut self,
+        self,
         value: &V,
+        tag_versions: &[u64],
+        tags: &[String],
+        ttl: Duration,
+    ) -> Filled {
+        let bytes = self.cache.encode(value, tag_versions);
+        self.fill_encoded(bytes, tag_versions, tags, ttl).await
+    }
+
+    /// [`fill`](Self::fill) once encoded (`None`: it could not be): the
+    /// part every function shares, compiled once.
+    async fn fill_encoded(
+        mut self,
+        bytes: Option<Vec<u8>>,
         tag_versions: &[u64],
         tags: &[String],
         ttl: Duration,
@@ -978,7 +1018,7 @@ impl LeaseGuard {
         };
         let cache = &self.cache;
         let store = &cache.inner.store;
-        let Some(bytes) = cache.encode(value, tag_versions) else {
+        let Some(bytes) = bytes else {
             if let Err(e) = store.release(&self.key, &token, true).await {
                 cache.store_failed(&e);
             }
