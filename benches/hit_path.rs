@@ -231,7 +231,7 @@ async fn bench(server: &harness::RedisServer, full: bool, rounds: usize, run_sec
 
     // Warm every key through the framework; the baseline reads the same keys.
     Cache::scope(cache.clone(), async {
-        assert_eq!(get_user::key(&42), format!("{NAMESPACE}:user:42"));
+        assert_eq!(get_user_key(&42), format!("{NAMESPACE}:user:42"));
         for id in 0..KEYS {
             get_user(id).await.expect("warm");
         }

@@ -340,7 +340,7 @@ async fn bench(server: &harness::RedisServer, full: bool, rounds: usize, run_sec
         .await;
     }
     Cache::scope(hit_on.clone(), async {
-        assert_eq!(get_user_er::key(&42), format!("{NS_ON}:user_er:42"));
+        assert_eq!(get_user_er_key(&42), format!("{NS_ON}:user_er:42"));
         for id in 0..KEYS {
             get_user_er(id).await.expect("warm");
         }

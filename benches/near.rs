@@ -519,8 +519,8 @@ async fn bench(
     // Store every key through the function without `near`, on each Redis;
     // the near function reads the single node's keys (same key template).
     Cache::scope(redis_cache.clone(), async {
-        assert_eq!(get_user::key(&42), "bench:user:42");
-        assert_eq!(get_user_near::key(&42), "bench:user:42");
+        assert_eq!(get_user_key(&42), "bench:user:42");
+        assert_eq!(get_user_near_key(&42), "bench:user:42");
         for id in 0..KEYS {
             get_user(id).await.expect("warm");
         }

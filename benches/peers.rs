@@ -349,7 +349,7 @@ impl Value for User {
         cached_miss_small(id)
     }
     fn framework_hit_key(id: u64) -> String {
-        framework_hit_small::key(&id)
+        framework_hit_small_key(&id)
     }
 }
 
@@ -383,7 +383,7 @@ impl Value for Vec<User> {
         cached_miss_large(id)
     }
     fn framework_hit_key(id: u64) -> String {
-        framework_hit_large::key(&id)
+        framework_hit_large_key(&id)
     }
 }
 

@@ -258,7 +258,7 @@ async fn invalidation(
     // One real entry, and the keys the function uses.
     Cache::scope(cache.clone(), async {
         for i in [0, 1, n / 2, n - 1] {
-            assert_eq!(cover_post::key(&i), entry_key(i));
+            assert_eq!(cover_post_key(&i), entry_key(i));
         }
         cover_post(0).await.expect("store the template entry");
     })
@@ -578,7 +578,7 @@ async fn hit_path(
 
     // Warm every key of every variant (one task each: quicker smoke runs).
     Cache::scope(cache.clone(), async {
-        assert_eq!(tagged2::key(&42), format!("{NS_HIT}:tag2:42"));
+        assert_eq!(tagged2_key(&42), format!("{NS_HIT}:tag2:42"));
     })
     .await;
     let warm = [

@@ -114,10 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => "REDIS_URL is unset: embedded in-memory store".to_owned(),
     };
     println!("store: {:?} ({source})", cache.store_kind());
-    println!("get_user(42) is cached under key {}", get_user::key(&42));
+    println!("get_user(42) is cached under key {}", get_user_key(&42));
     if cache.store_kind() == StoreKind::Redis {
         // Redis keeps entries between runs: start from a clean slate.
-        get_user::invalidate(&42).await;
+        get_user_invalidate(&42).await;
         println!("(invalidated the entry a previous run may have left in Redis)");
     }
     println!();

@@ -36,7 +36,7 @@ async fn installed_cache_is_used_everywhere_outside_a_scope() {
     assert_eq!(get_user(&runs, 1).await, 2);
     assert_eq!(get_user(&runs, 1).await, 2);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(get_user::key(&1), "global:user:1");
+    assert_eq!(get_user_key(&1), "global:user:1");
     assert!(server.exists("global:user:1"));
 
     // Spawned tasks (other threads) use it too.
@@ -57,7 +57,7 @@ async fn installed_cache_is_used_everywhere_outside_a_scope() {
         .await
         .unwrap();
     Cache::scope(local.clone(), async {
-        assert_eq!(get_user::key(&1), "local:user:1");
+        assert_eq!(get_user_key(&1), "local:user:1");
         assert_eq!(get_user(&runs, 1).await, 2);
     })
     .await;

@@ -77,18 +77,18 @@ async fn keys_escape_interpolated_values() {
     let server = RedisServer::start();
     let cache = redis_cache(&server, "ke").await;
     Cache::scope(cache, async {
-        assert_eq!(get_user::key("42"), "ke:user:42");
-        assert_eq!(get_user::key("a:b"), "ke:user:a%3Ab");
-        assert_eq!(get_user::key("*"), "ke:user:%2A");
-        assert_eq!(get_user::key("[x]"), "ke:user:%5Bx%5D");
-        assert_eq!(get_user::key("\\"), "ke:user:%5C");
-        assert_eq!(get_user::key("?"), "ke:user:%3F");
-        assert_eq!(get_user::key("%2A"), "ke:user:%252A");
-        assert_eq!(get_user::key("a b"), "ke:user:a%20b");
-        assert_eq!(get_user::key("{tag}"), "ke:user:%7Btag%7D");
-        assert_eq!(get_user::key("ann@example.com"), "ke:user:ann@example.com");
-        assert_eq!(pair::key("a", "b:c"), "ke:pair:a:b%3Ac");
-        assert_eq!(pair::key("a:b", "c"), "ke:pair:a%3Ab:c");
+        assert_eq!(get_user_key("42"), "ke:user:42");
+        assert_eq!(get_user_key("a:b"), "ke:user:a%3Ab");
+        assert_eq!(get_user_key("*"), "ke:user:%2A");
+        assert_eq!(get_user_key("[x]"), "ke:user:%5Bx%5D");
+        assert_eq!(get_user_key("\\"), "ke:user:%5C");
+        assert_eq!(get_user_key("?"), "ke:user:%3F");
+        assert_eq!(get_user_key("%2A"), "ke:user:%252A");
+        assert_eq!(get_user_key("a b"), "ke:user:a%20b");
+        assert_eq!(get_user_key("{tag}"), "ke:user:%7Btag%7D");
+        assert_eq!(get_user_key("ann@example.com"), "ke:user:ann@example.com");
+        assert_eq!(pair_key("a", "b:c"), "ke:pair:a:b%3Ac");
+        assert_eq!(pair_key("a:b", "c"), "ke:pair:a%3Ab:c");
     })
     .await;
 }
@@ -160,7 +160,7 @@ async fn a_value_can_not_widen_a_pattern_invalidation() {
             let after: BTreeSet<String> = server.keys().into_iter().collect();
             let removed: BTreeSet<String> = before.difference(&after).cloned().collect();
             let expected: BTreeSet<String> =
-                (1..=2).map(|page| user_posts::key(target, &page)).collect();
+                (1..=2).map(|page| user_posts_key(target, &page)).collect();
             assert_eq!(
                 removed, expected,
                 "clearing the posts of {target:?} removes exactly its pages"
@@ -168,7 +168,7 @@ async fn a_value_can_not_widen_a_pattern_invalidation() {
         }
         // Users' own entries were never touched.
         for id in TRICKY {
-            assert!(server.exists(&get_user::key(id)), "{id:?}");
+            assert!(server.exists(&get_user_key(id)), "{id:?}");
         }
         let before = calls.total();
         for id in TRICKY {
@@ -193,14 +193,14 @@ async fn long_values_are_hashed_stably_in_keys_and_patterns() {
     let long_a = "a".repeat(300);
     let long_b = format!("{}b", "a".repeat(299));
     Cache::scope(cache, async {
-        let key = get_user::key(&long_a);
+        let key = get_user_key(&long_a);
         assert!(key.starts_with("ke-long:user:#"), "{key}");
         assert_eq!(key.len(), "ke-long:user:#".len() + 32, "{key}");
-        assert_eq!(key, get_user::key(&long_a), "stable");
-        assert_ne!(key, get_user::key(&long_b));
+        assert_eq!(key, get_user_key(&long_a), "stable");
+        assert_ne!(key, get_user_key(&long_b));
         // Values just under the limit stay readable.
         assert_eq!(
-            get_user::key(&"z".repeat(40)),
+            get_user_key(&"z".repeat(40)),
             format!("ke-long:user:{}", "z".repeat(40))
         );
 
@@ -214,11 +214,11 @@ async fn long_values_are_hashed_stably_in_keys_and_patterns() {
         assert_eq!(server.keys().len(), 6);
 
         clear_posts(&long_a).await.unwrap();
-        assert!(!server.exists(&user_posts::key(&long_a, &1)));
-        assert!(!server.exists(&user_posts::key(&long_a, &2)));
-        assert!(server.exists(&user_posts::key(&long_b, &1)));
-        assert!(server.exists(&user_posts::key(&long_b, &2)));
-        assert!(server.exists(&get_user::key(&long_a)));
+        assert!(!server.exists(&user_posts_key(&long_a, &1)));
+        assert!(!server.exists(&user_posts_key(&long_a, &2)));
+        assert!(server.exists(&user_posts_key(&long_b, &1)));
+        assert!(server.exists(&user_posts_key(&long_b, &2)));
+        assert!(server.exists(&get_user_key(&long_a)));
     })
     .await;
 }
@@ -313,10 +313,10 @@ async fn check_pattern_case(
             if is_redis {
                 let mut expected: BTreeSet<String> = BTreeSet::new();
                 for id in ids {
-                    expected.insert(get_user::key(id));
+                    expected.insert(get_user_key(id));
                     if id != target {
-                        expected.insert(user_posts::key(id, &1));
-                        expected.insert(user_posts::key(id, &2));
+                        expected.insert(user_posts_key(id, &1));
+                        expected.insert(user_posts_key(id, &2));
                     }
                 }
                 prop_assert_eq!(ns_keys(), expected);

@@ -49,7 +49,7 @@ async fn a_named_store_keeps_its_entries_apart() {
         assert!(flag("on-beta".to_owned()).await);
         assert!(flag("on-beta".to_owned()).await);
         assert_eq!(user(1).await, "user 1");
-        assert_eq!(flag::key("on-beta"), "ff:flag:on-beta");
+        assert_eq!(flag_key("on-beta"), "ff:flag:on-beta");
     })
     .await;
     assert_eq!(main.keys(), ["app:user:1"]);

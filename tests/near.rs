@@ -109,7 +109,7 @@ async fn near_hits_make_no_round_trip_and_invalidations_reach_other_processes() 
 
     // Another process changes the data and invalidates: B drops its copy.
     db.bump();
-    Cache::scope(a.clone(), item::invalidate(&1)).await;
+    Cache::scope(a.clone(), item_invalidate(&1)).await;
     let fresh = eventually(Duration::from_secs(2), || async {
         Cache::scope(b.clone(), item(&db, 1)).await == "item-1-v1"
     })
@@ -126,7 +126,7 @@ async fn a_process_reads_its_own_invalidations_at_once() {
     db.bump();
     // No waiting for the server's push: the invalidation drops the local
     // copy before it returns.
-    Cache::scope(a.clone(), item::invalidate(&2)).await;
+    Cache::scope(a.clone(), item_invalidate(&2)).await;
     assert_eq!(Cache::scope(a.clone(), item(&db, 2)).await, "item-2-v1");
 
     until_near(&a, || grouped(&db, 5, 1)).await;
@@ -169,7 +169,7 @@ async fn patterns_tags_and_foreign_writes_drop_near_copies_elsewhere() {
     // Any client's write is tracked too: another service, or redis-cli.
     server.cli(&[
         "SET",
-        &Cache::scope(b.clone(), async { item::key(&3) }).await,
+        &Cache::scope(b.clone(), async { item_key(&3) }).await,
         "\"from elsewhere\"",
     ]);
     let seen = eventually(Duration::from_secs(2), || async {
@@ -218,7 +218,7 @@ async fn a_lost_connection_flushes_the_near_tier() {
     // its near tier, and from then on never serves the old value.
     proxy.blackhole();
     db.bump();
-    Cache::scope(a.clone(), item::invalidate(&1)).await;
+    Cache::scope(a.clone(), item_invalidate(&1)).await;
     let noticed = eventually(Duration::from_secs(3), || async {
         b.stats().near_flushes >= 1
     })

@@ -49,8 +49,8 @@ async fn without_a_cache_every_call_runs_its_body() {
     assert_eq!(save_profile(&runs, 7).await, Ok(7));
     assert_eq!(runs.load(Ordering::SeqCst), 8);
     // Companions work too: the key in the default namespace, a no-op invalidation.
-    assert_eq!(get_user::key(&7), "cache:user:7");
-    get_user::invalidate(&7).await;
+    assert_eq!(get_user_key(&7), "cache:user:7");
+    get_user_invalidate(&7).await;
     // And from a spawned task, on another thread.
     let handle = tokio::spawn(async {
         let runs = AtomicU32::new(0);

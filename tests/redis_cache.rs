@@ -206,6 +206,7 @@ struct Repo {
     db: Db,
 }
 
+#[cached]
 impl Repo {
     #[cached(prefix = "repo:item", id = "id", ttl = 60)]
     async fn item(&self, id: u64) -> Result<User, String> {
@@ -232,7 +233,7 @@ async fn miss_then_hit_and_the_stored_value_is_plain_json() {
         assert_eq!(get_user(&db, 42).await, Ok(user(42)));
         assert_eq!(db.calls(), 1, "a hit does not run the body");
 
-        let key = get_user::key(&42);
+        let key = get_user_key(&42);
         assert_eq!(key, "rc-hit:user:42");
         assert_eq!(server.keys(), vec![key.clone()]);
         let raw = server.get(&key).expect("the entry is in Redis");
@@ -269,8 +270,8 @@ async fn template_keys_bare_keys_and_method_keys() {
         assert_eq!(repo.item(5).await, Ok(user(5)));
         assert_eq!(repo.db.calls(), 1);
 
-        assert_eq!(user_posts::key(&3, &2), "rc-keys:user:3:posts:page:2");
-        assert_eq!(bare_sum::key(&1, "x"), "rc-keys:bare_sum:1:x");
+        assert_eq!(user_posts_key(&3, &2), "rc-keys:user:3:posts:page:2");
+        assert_eq!(bare_sum_key(&1, "x"), "rc-keys:bare_sum:1:x");
         assert_eq!(Repo::item_key(&5), "rc-keys:repo:item:5");
         assert_eq!(
             server.keys(),
@@ -287,7 +288,7 @@ async fn template_keys_bare_keys_and_method_keys() {
         };
         assert_eq!(org_page(&db, &q).await, "acme:eu/3/9");
         assert_eq!(org_page(&db, &q).await, "acme:eu/3/9");
-        assert_eq!(org_page::key(&q), "rc-keys:org:acme%3Aeu:page:3:9");
+        assert_eq!(org_page_key(&q), "rc-keys:org:acme%3Aeu:page:3:9");
         assert!(server.exists("rc-keys:org:acme%3Aeu:page:3:9"));
         assert_eq!(db.calls(), 3);
 
@@ -319,11 +320,11 @@ async fn ttl_expires_entries_and_is_set_in_redis() {
         assert_eq!(double_default_ttl(&db, 4).await, 8);
         assert_eq!(db.calls(), 3);
 
-        let pttl = server.pttl(&square_500ms::key(&9));
+        let pttl = server.pttl(&square_500ms_key(&9));
         assert!(pttl > 0 && pttl <= 500, "PTTL of a 500ms entry: {pttl}");
-        let pttl = server.pttl(&cube_1s::key(&3));
+        let pttl = server.pttl(&cube_1s_key(&3));
         assert!(pttl > 500 && pttl <= 1000, "PTTL of a 1s entry: {pttl}");
-        let pttl = server.pttl(&double_default_ttl::key(&4));
+        let pttl = server.pttl(&double_default_ttl_key(&4));
         assert!(
             pttl > 6000 && pttl <= 7000,
             "PTTL of an entry under the 7s default TTL: {pttl}"
@@ -333,7 +334,7 @@ async fn ttl_expires_entries_and_is_set_in_redis() {
         assert_eq!(db.calls(), 3, "still cached before the TTL");
 
         // Wait until Redis itself reports the entry gone (PTTL -2).
-        let key = square_500ms::key(&9);
+        let key = square_500ms_key(&9);
         let gone =
             common::eventually(Duration::from_secs(3), || async { server.pttl(&key) == -2 }).await;
         assert!(gone, "the 500ms entry did not expire");
@@ -341,7 +342,7 @@ async fn ttl_expires_entries_and_is_set_in_redis() {
         assert_eq!(db.calls(), 4, "after expiry the body runs again");
         assert!(server.exists(&key), "and the result is stored again");
 
-        let key = cube_1s::key(&3);
+        let key = cube_1s_key(&3);
         let gone =
             common::eventually(Duration::from_secs(3), || async { server.pttl(&key) == -2 }).await;
         assert!(gone, "the 1s entry did not expire");
@@ -361,12 +362,12 @@ async fn errors_are_not_stored() {
         assert_eq!(fallible(&db, 1).await, Err("no 1".to_owned()));
         assert_eq!(fallible(&db, 1).await, Err("no 1".to_owned()));
         assert_eq!(db.calls(), 2, "an Err is never served from the cache");
-        assert!(!server.exists(&fallible::key(&1)));
+        assert!(!server.exists(&fallible_key(&1)));
         assert_eq!(cache.stats().stores, 0);
 
         db.fail(false);
         assert_eq!(fallible(&db, 1).await, Ok(10));
-        assert_eq!(server.get(&fallible::key(&1)).as_deref(), Some("10"));
+        assert_eq!(server.get(&fallible_key(&1)).as_deref(), Some("10"));
         db.fail(true);
         assert_eq!(fallible(&db, 1).await, Ok(10), "the Ok is served");
         assert_eq!(db.calls(), 3);
@@ -384,13 +385,13 @@ async fn options_store_some_and_none_only_when_asked() {
         assert_eq!(maybe_user(&db, 1).await, None);
         assert_eq!(maybe_user(&db, 1).await, None);
         assert_eq!(db.calls(), 2);
-        assert!(!server.exists(&maybe_user::key(&1)));
+        assert!(!server.exists(&maybe_user_key(&1)));
 
         // Some: stored as the plain value, served as a hit.
         assert_eq!(maybe_user(&db, 2).await, Some(user(2)));
         assert_eq!(maybe_user(&db, 2).await, Some(user(2)));
         assert_eq!(db.calls(), 3);
-        let raw = server.get(&maybe_user::key(&2)).unwrap();
+        let raw = server.get(&maybe_user_key(&2)).unwrap();
         assert_eq!(serde_json::from_str::<User>(&raw).unwrap(), user(2));
 
         // None with cache_none: stored as JSON null and served as a hit.
@@ -398,7 +399,7 @@ async fn options_store_some_and_none_only_when_asked() {
         assert_eq!(maybe_user_cache_none(&db, 1).await, None);
         assert_eq!(db.calls(), 4);
         assert_eq!(
-            server.get(&maybe_user_cache_none::key(&1)).as_deref(),
+            server.get(&maybe_user_cache_none_key(&1)).as_deref(),
             Some("null")
         );
         assert_eq!(maybe_user_cache_none(&db, 1).await, None);
@@ -508,14 +509,14 @@ async fn exact_template_plain_write_and_companion_invalidation() {
         assert!(server.exists("rc-inv-exact:user:11:posts:page:3"));
 
         // The typed companion.
-        get_user::invalidate(&1).await;
+        get_user_invalidate(&1).await;
         assert!(!server.exists("rc-inv-exact:user:1"));
         assert!(server.exists("rc-inv-exact:user:11"));
         let calls = db.calls();
         assert_eq!(get_user(&db, 1).await, Ok(user(1)));
         assert_eq!(db.calls(), calls + 1);
         // Invalidating a key that is not there is fine.
-        get_user::invalidate(&999).await;
+        get_user_invalidate(&999).await;
         assert_eq!(cache.stats().invalidation_failures, 0);
     })
     .await;
@@ -626,7 +627,7 @@ async fn garbage_under_a_key_is_a_miss_and_is_overwritten() {
             (5, &["HSET", "rc-garbage:user:5", "id", "5"]),
         ];
         for (i, (id, command)) in cases.iter().enumerate() {
-            let key = get_user::key(id);
+            let key = get_user_key(id);
             server.cli(command);
             assert!(server.exists(&key));
             let decode_errors = cache.stats().decode_errors;

@@ -212,7 +212,7 @@ impl TestApp {
         self.db.body_runs()
     }
 
-    /// A companion key (`get_user::key(&7)`...) as this app's cache builds it.
+    /// A companion key (`get_user_key(&7)`...) as this app's cache builds it.
     async fn key(&self, key: impl FnOnce() -> String) -> String {
         Cache::scope(self.cache.clone(), async { key() }).await
     }
@@ -267,7 +267,7 @@ async fn second_reads_are_served_from_redis() {
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["name"], "User 7");
     assert_eq!(app.runs().get_user, 1);
-    let key = app.key(|| app::db::get_user::key(&7)).await;
+    let key = app.key(|| app::db::get_user_key(&7)).await;
     assert_eq!(key, format!("{}:user:7", app.namespace));
     let ttl = redis.pttl(&key);
     assert!(
@@ -293,7 +293,7 @@ async fn second_reads_are_served_from_redis() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["total_posts"], 20);
     assert_eq!(page["posts"].as_array().unwrap().len(), 10);
-    let page_key = app.key(|| app::db::user_posts::key(&7, &1)).await;
+    let page_key = app.key(|| app::db::user_posts_key(&7, &1)).await;
     assert_eq!(page_key, format!("{}:user:7:posts:page:1", app.namespace));
     let ttl = redis.pttl(&page_key);
     assert!(0 < ttl && ttl <= 300_000, "{page_key}: TTL {ttl} ms");
@@ -312,7 +312,7 @@ async fn second_reads_are_served_from_redis() {
     let (_, dash2) = app.get("/dashboard").await;
     assert_eq!(dash2["computed_at_ms"], dash["computed_at_ms"]);
     assert_eq!(app.runs().dashboard, 1);
-    let dash_key = app.key(app::db::dashboard::key).await;
+    let dash_key = app.key(app::db::dashboard_key).await;
     assert!(redis.pttl(&dash_key) > 0, "{dash_key} is not in Redis");
 
     // A missing user is a 404, cached too: the second one queries nothing.
@@ -439,7 +439,7 @@ async fn writes_invalidate_exactly_what_they_change() {
 
     // Deleting the user: 404 at once, their pages are gone from Redis, the
     // dashboard counts one user less.
-    let page_key = app.key(|| app::db::user_posts::key(&7, &1)).await;
+    let page_key = app.key(|| app::db::user_posts_key(&7, &1)).await;
     assert!(redis.exists(&page_key));
     assert_eq!(app.delete("/users/7").await, StatusCode::NO_CONTENT);
     assert!(!redis.exists(&page_key), "{page_key} survived delete_user");
@@ -590,7 +590,7 @@ async fn redis_outage_degrades_to_the_database_and_recovers() {
         "the failed invalidation was never retried: {:?}",
         app.cache.stats()
     );
-    let key = app.key(|| app::db::get_user::key(&5)).await;
+    let key = app.key(|| app::db::get_user_key(&5)).await;
     let cached = eventually(Duration::from_secs(10), || async {
         app.get("/users/5").await;
         redis.exists(&key)
@@ -654,7 +654,7 @@ async fn clear_removes_this_namespace_only() {
     assert_eq!(app.get("/users/1").await.0, StatusCode::OK);
     assert_eq!(app.cache.stats().misses, misses + 1);
     assert_eq!(app.runs().get_user, runs + 1);
-    let key = app.key(|| app::db::get_user::key(&1)).await;
+    let key = app.key(|| app::db::get_user_key(&1)).await;
     assert!(redis.exists(&key));
     app.stop().await;
 }

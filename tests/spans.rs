@@ -45,10 +45,12 @@ where
         id: &tracing::span::Id,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if attrs.metadata().name() != "cached" {
+        let name = attrs.metadata().name();
+        if name != "cached" && name != "instrumented" {
             return;
         }
         let mut fields = HashMap::new();
+        fields.insert("span".to_owned(), name.to_owned());
         fields.insert("id".to_owned(), id.into_u64().to_string());
         attrs.record(&mut Fields(&mut fields));
         self.0.lock().unwrap().push(fields);
@@ -80,6 +82,14 @@ async fn obs_traced(id: u32) -> u32 {
     id
 }
 
+/// `#[tracing::instrument]` below `#[cached]` wraps the whole call, so its
+/// span is there on hits too (above `#[cached]` is a compile error).
+#[cached(prefix = "instrumented", id = "id", ttl = 60)]
+#[tracing::instrument(level = "info")]
+async fn instrumented(id: u32) -> u32 {
+    id
+}
+
 #[tokio::test]
 async fn each_call_is_a_debug_span_with_its_outcome_and_outage_warnings_are_rate_limited() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -99,9 +109,26 @@ async fn each_call_is_a_debug_span_with_its_outcome_and_outage_warnings_are_rate
     Cache::scope(cache.clone(), async {
         obs_traced(7).await;
         obs_traced(7).await;
+        instrumented(7).await;
+        instrumented(7).await;
     })
     .await;
     let recorded = spans.0.lock().unwrap().clone();
+    let instrumented: Vec<_> = recorded
+        .iter()
+        .filter(|f| f["span"] == "instrumented")
+        .collect();
+    assert_eq!(
+        instrumented.len(),
+        2,
+        "a span per call, hit or miss: {recorded:?}"
+    );
+    let outcomes: Vec<_> = recorded
+        .iter()
+        .filter(|f| f.get("function").map(String::as_str) == Some("instrumented"))
+        .map(|f| f["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["miss", "hit"]);
     let ours: Vec<_> = recorded
         .iter()
         .filter(|f| f.get("function").map(String::as_str) == Some("obs_traced"))

@@ -189,7 +189,7 @@ async fn scenario(cache: &Cache) -> Vec<(&'static str, u32)> {
         step(&mut trace, "after failed update", &db, expect(0, 2));
 
         // The companion.
-        get_user::invalidate(&10).await;
+        get_user_invalidate(&10).await;
         get_user(&db, 10).await.unwrap();
         get_user(&db, 11).await.unwrap();
         step(&mut trace, "after companion invalidate", &db, expect(1, 2));
@@ -212,7 +212,7 @@ async fn scenario(cache: &Cache) -> Vec<(&'static str, u32)> {
         step(&mut trace, "after expiry", &db, 1);
 
         // Keys are built in the cache's namespace whatever the store.
-        assert_eq!(get_user::key(&1), format!("{}:user:1", cache.namespace()));
+        assert_eq!(get_user_key(&1), format!("{}:user:1", cache.namespace()));
     })
     .await;
     trace
@@ -326,10 +326,10 @@ async fn scopes_nest_and_the_innermost_wins() {
     let db = Db::default();
     Cache::scope(outer.clone(), async {
         get_user(&db, 1).await.unwrap();
-        assert_eq!(get_user::key(&1), "outer:user:1");
+        assert_eq!(get_user_key(&1), "outer:user:1");
         Cache::scope(inner.clone(), async {
             assert_eq!(Cache::current().unwrap().namespace(), "inner");
-            assert_eq!(get_user::key(&1), "inner:user:1");
+            assert_eq!(get_user_key(&1), "inner:user:1");
             get_user(&db, 1).await.unwrap();
             get_user(&db, 1).await.unwrap();
         })

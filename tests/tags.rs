@@ -323,7 +323,7 @@ async fn versions_are_key_segments() {
     let server = RedisServer::start();
     let cache = redis_cache(&server, "ver").await;
     Cache::scope(cache.clone(), async {
-        assert_eq!(profile_v2::key(&1), "ver:profile:1:v2");
+        assert_eq!(profile_v2_key(&1), "ver:profile:1:v2");
         // What version 1 stored (another layout) is not read.
         server.cli(&["SET", "ver:profile:1", "{\"name\":\"old\"}"]);
         assert_eq!(profile_v2(1).await, (1, "user 1".to_owned()));

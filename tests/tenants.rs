@@ -94,7 +94,7 @@ async fn invalidation_stays_inside_the_tenant() {
         // The tenant named "*" purges its own invoices with a pattern...
         Cache::with_tenant("*", purge_invoices()).await;
         // ...and a typed invalidation by org-1 removes org-1's key only.
-        Cache::with_tenant("org-1", invoice::invalidate("1")).await;
+        Cache::with_tenant("org-1", invoice_invalidate("1")).await;
     })
     .await;
     let keys = server.keys();
@@ -142,15 +142,15 @@ async fn tenants_nest_and_reach_key_companions() {
     let server = RedisServer::start();
     let cache = cache(&server, "nest", false).await;
     Cache::scope(cache, async {
-        assert_eq!(invoice::key("1"), "nest:invoice:1");
+        assert_eq!(invoice_key("1"), "nest:invoice:1");
         Cache::with_tenant("a", async {
-            assert_eq!(invoice::key("1"), "nest@a:invoice:1");
+            assert_eq!(invoice_key("1"), "nest@a:invoice:1");
             assert_eq!(Cache::tenant().as_deref(), Some("a"));
             Cache::with_tenant("b:c", async {
-                assert_eq!(invoice::key("1"), "nest@b%3Ac:invoice:1");
+                assert_eq!(invoice_key("1"), "nest@b%3Ac:invoice:1");
             })
             .await;
-            assert_eq!(invoice::key("1"), "nest@a:invoice:1");
+            assert_eq!(invoice_key("1"), "nest@a:invoice:1");
         })
         .await;
     })

@@ -7,14 +7,19 @@
 
 use proc_macro2::{Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Block, Expr, GenericParam, Ident, Signature, Type, Visibility};
 
-use crate::validate::{Invalidation, KeyPart, Mode, Plan, Shape};
+use crate::validate::{Invalidation, KeyPart, Mode, Plan};
 
 /// Everything needed from the annotated function.
 pub struct Item<'a> {
+    /// Outer attributes, re-emitted in front of the function.
     pub attrs: &'a [syn::Attribute],
+    /// Inner attributes (`#![allow(..)]` at the top of the body), re-emitted
+    /// at the top of the rewritten body, where they still apply to it all.
+    pub inner_attrs: &'a [syn::Attribute],
     pub vis: &'a Visibility,
     pub sig: &'a Signature,
     pub block: &'a Block,
@@ -48,14 +53,6 @@ fn key_closure(krate: &TokenStream, parts: &[KeyPart]) -> TokenStream {
     quote!(|__cache_k: &mut #krate::__private::KeyBuilder| { #writes })
 }
 
-fn shape_path(krate: &TokenStream, shape: Shape) -> TokenStream {
-    match shape {
-        Shape::Result => quote!(#krate::__private::ResultShape),
-        Shape::Option => quote!(#krate::__private::OptionShape),
-        Shape::Plain => quote!(#krate::__private::PlainShape),
-    }
-}
-
 /// Gives every token the span of the return type, so that a missing
 /// `Cacheable` impl is reported there, once, and not on the attribute.
 fn respan(ts: TokenStream, span: Span) -> TokenStream {
@@ -86,7 +83,8 @@ fn contains_impl_trait(ty: &Type) -> bool {
 
 /// `if false { let x: Ret = loop {}; return x; }`: fixes the async block's
 /// output type so `?` inside the user's block knows what to convert into
-/// (the trick `tracing::instrument` uses).
+/// (the trick `tracing::instrument` uses). It sits outside the block of the
+/// user's statements, so a `use` among them can not change what `Ret` names.
 fn return_type_hint(sig: &Signature) -> TokenStream {
     match &sig.output {
         syn::ReturnType::Type(_, ty) if !contains_impl_trait(ty) => quote! {
@@ -109,38 +107,45 @@ fn return_type_hint(sig: &Signature) -> TokenStream {
     }
 }
 
-/// `Some("flags")` or `None`: a function's store, as the runtime takes it.
-fn store_expr(store: Option<&str>) -> TokenStream {
-    opt(store)
-}
-
-/// The arguments of one typed invalidation: the target's store and its
-/// `key` companion called with the user's arguments (`get_user::STORE,
-/// get_user::key(&a)`, or `Type::f_STORE, Type::f_key(&a)` for a method).
+/// The arguments of one typed invalidation: the target's `_key` companion
+/// called with the user's arguments, and its store (`f_key(&a),
+/// __cache_store_f`, or `Type::f_key(&a), Type::__cache_store_f` for a
+/// method; the key first, so a target that is not cached is reported by
+/// the name a user knows):
+/// one shape wherever the target is, checked by rustc.
 fn typed_key(call: &syn::ExprCall) -> TokenStream {
     let Expr::Path(path) = &*call.func else {
         return quote_spanned!(call.span()=> ::core::compile_error!("expected a function path"));
     };
-    let mut path = path.path.clone();
-    let segments: Vec<_> = path.segments.iter().collect();
-    // `Self::f(..)` or `Type::f(..)`: a method's companion `f_key`;
-    // `f(..)` or `module::f(..)`: a free function's companion module `f::key`.
-    let is_assoc = segments.len() >= 2 && {
-        let owner = segments[segments.len() - 2].ident.to_string();
-        owner == "Self" || owner.chars().next().is_some_and(char::is_uppercase)
-    };
+    let mut key_path = path.path.clone();
+    let mut store_path = path.path.clone();
+    if let (Some(key), Some(store)) = (key_path.segments.last_mut(), store_path.segments.last_mut())
+    {
+        key.ident = companion_ident(&key.ident, CompanionName::Key);
+        store.ident = companion_ident(&store.ident, CompanionName::Store);
+    }
     let args = call.args.iter().map(|a| quote_spanned!(a.span()=> &(#a)));
-    if is_assoc {
-        let mut store_path = path.clone();
-        if let Some(last) = store_path.segments.last_mut() {
-            last.ident = Ident::new(&format!("{}_STORE", last.ident), last.ident.span());
-        }
-        if let Some(last) = path.segments.last_mut() {
-            last.ident = format_ident!("{}_key", last.ident);
-        }
-        quote_spanned!(call.span()=> #store_path, #path(#(#args),*))
-    } else {
-        quote_spanned!(call.span()=> #path::STORE, #path::key(#(#args),*))
+    quote_spanned!(call.span()=> #key_path(#(#args),*), #store_path)
+}
+
+/// The names of a function's companions.
+#[derive(Clone, Copy)]
+pub enum CompanionName {
+    /// `f_key`: the exact key of a call.
+    Key,
+    /// `f_invalidate`: removes that entry.
+    Invalidate,
+    /// `__cache_store_f` (hidden): the function's store, for typed invalidations.
+    Store,
+}
+
+/// `f_key`, `f_invalidate`, `__cache_store_f`, spanned like `f` (a raw
+/// `r#type` gives `type_key`).
+pub fn companion_ident(f: &Ident, which: CompanionName) -> Ident {
+    match which {
+        CompanionName::Key => format_ident!("{}_key", f),
+        CompanionName::Invalidate => format_ident!("{}_invalidate", f),
+        CompanionName::Store => format_ident!("__cache_store_{}", f),
     }
 }
 
@@ -163,7 +168,7 @@ fn invalidations(krate: &TokenStream, plan: &Plan) -> TokenStream {
             quote!(.tag(#f))
         }
     });
-    let store = store_expr(plan.store.as_deref());
+    let store = opt(plan.store.as_deref());
     quote!(#krate::__private::Invalidations::new(#store) #(#calls)*)
 }
 
@@ -280,59 +285,45 @@ fn companion_generics(sig: &Signature, arg_types: &[TokenStream]) -> (TokenStrea
     (params, where_clause)
 }
 
-fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
+/// The companions of a function with a key of its own: `f_key`,
+/// `f_invalidate` and the hidden `__cache_store_f`. Each is self-contained
+/// (no call of a sibling, which would be `Self::..` in an impl and bare in
+/// a module), so the same items are legal next to a free function, in a
+/// block, and in an inherent impl; for a trait impl, `#[cached]` on the
+/// impl block moves them into an inherent impl of the type.
+pub fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
+    if plan.mode == Mode::Write {
+        return TokenStream::new();
+    }
     let name = &item.sig.ident;
     let vis = item.vis;
+    let key_fn = companion_ident(name, CompanionName::Key);
+    let inv_fn = companion_ident(name, CompanionName::Invalidate);
+    let store_const = companion_ident(name, CompanionName::Store);
     let arg_names: Vec<&Ident> = plan.key_params.iter().map(|(n, _)| n).collect();
     let arg_types: Vec<TokenStream> = plan.key_params.iter().map(|(_, t)| borrowed(t)).collect();
     let (generics, where_clause) = companion_generics(item.sig, &arg_types);
     let writes = key_writes(&plan.key);
-    let key_doc = format!("The exact cache key that [`{name}`] uses for these arguments.");
+    let plain = name.unraw();
+    let key_doc = format!("The exact cache key that `{plain}` uses for these arguments.");
     let inv_doc = format!(
-        "Removes the entry that [`{name}`] stores for these arguments (retried in the background if the store is unreachable)."
+        "Removes the entry that `{plain}` stores for these arguments (retried in the background if the store is unreachable)."
     );
-    // The store is written out in each body rather than read from the
-    // `STORE` const: a parameter named `STORE` would shadow the const.
-    let store = store_expr(plan.store.as_deref());
+    let store = opt(plan.store.as_deref());
     let key_body = quote!(#krate::__private::key_in(#store, |__cache_k: &mut #krate::__private::KeyBuilder| { #writes }));
-    if plan.is_method {
-        let key_fn = format_ident!("{}_key", name);
-        let inv_fn = format_ident!("{}_invalidate", name);
-        let store_const = format_ident!("{}_STORE", name);
-        quote! {
-            #[doc(hidden)]
-            #[allow(non_upper_case_globals)]
-            #vis const #store_const: ::core::option::Option<&'static str> = #store;
-            #[doc = #key_doc]
-            #[allow(clippy::needless_borrow)]
-            #vis fn #key_fn #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
-                #key_body
-            }
-            #[doc = #inv_doc]
-            #vis async fn #inv_fn #generics (#(#arg_names: #arg_types),*) #where_clause {
-                #krate::__private::invalidate_key_in(#store, Self::#key_fn(#(#arg_names),*)).await
-            }
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        #vis const #store_const: ::core::option::Option<&'static str> = #store;
+        #[doc = #key_doc]
+        #[allow(clippy::needless_borrow)]
+        #vis fn #key_fn #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
+            #key_body
         }
-    } else {
-        let mod_doc =
-            format!("Cache companions of [`{name}`](fn@{name}): its key and its invalidation.");
-        quote! {
-            #[doc = #mod_doc]
-            #[allow(unused_imports, non_snake_case, clippy::module_name_repetitions)]
-            #vis mod #name {
-                use super::*;
-                #[doc(hidden)]
-                pub const STORE: ::core::option::Option<&'static str> = #store;
-                #[doc = #key_doc]
-                #[allow(clippy::needless_borrow)]
-                pub fn key #generics (#(#arg_names: #arg_types),*) -> ::std::string::String #where_clause {
-                    #key_body
-                }
-                #[doc = #inv_doc]
-                pub async fn invalidate #generics (#(#arg_names: #arg_types),*) #where_clause {
-                    #krate::__private::invalidate_key_in(#store, key(#(#arg_names),*)).await
-                }
-            }
+        #[doc = #inv_doc]
+        #[allow(clippy::needless_borrow)]
+        #vis async fn #inv_fn #generics (#(#arg_names: #arg_types),*) #where_clause {
+            #krate::__private::invalidate_key_in(#store, #key_body).await
         }
     }
 }
@@ -361,14 +352,43 @@ fn f64_literal(beta: f64) -> Literal {
         .unwrap_or_else(|_| Literal::f64_suffixed(beta))
 }
 
-pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
+/// `let __cache_shape = ..;`: the return type's shape, chosen by rustc from
+/// the type itself (an alias such as `ApiResult<T>` is a `Result`), through
+/// the autoref specialization of `__private::Kind`. With `cache_none`, the
+/// shape must have a `None` (checked by a trait bound, reported there).
+fn shape(krate: &TokenStream, sig: &Signature, plan: &Plan) -> TokenStream {
+    let ret = match &sig.output {
+        syn::ReturnType::Type(_, ty) if !contains_impl_trait(ty) => ty.to_token_stream(),
+        syn::ReturnType::Type(..) => {
+            return quote!(let __cache_shape = #krate::__private::PlainShape;);
+        }
+        syn::ReturnType::Default => quote!(()),
+    };
+    let cache_none = plan.cache_none_span.map(|span| {
+        let check = respan(quote!(#krate::__private::cache_none(__cache_shape)), span);
+        quote!(let __cache_shape = #check;)
+    });
+    quote! {
+        #[allow(unused_imports)]
+        use #krate::__private::{
+            OptionKind as _, PlainKind as _, ResultKind as _, ResultOptionKind as _,
+        };
+        let __cache_shape = (&&&#krate::__private::Kind::<#ret>::new()).__cache_shape();
+        #cache_none
+    }
+}
+
+/// The rewritten function. Its companions are separate ([`companions`]):
+/// where they go depends on where the function is.
+pub fn expand(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
     let Item {
         attrs,
+        inner_attrs,
         vis,
         sig,
         block,
-    } = &item;
-    let name = sig.ident.to_string();
+    } = item;
+    let name = sig.ident.unraw().to_string();
     let ttl = opt_duration(plan.ttl_ms);
     let cache_none = plan.cache_none;
     let lease = opt(plan.lease);
@@ -376,14 +396,14 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
     let early_refresh = opt(plan.early_refresh.map(f64_literal));
     let stale_while_revalidate = opt_duration(plan.swr_ms);
     let stale_if_error = opt_duration(plan.sie_ms);
-    let store = store_expr(plan.store.as_deref());
+    let store = opt(plan.store.as_deref());
     let store_use = store_use(krate, plan, &sig.ident);
-    let shape = shape_path(krate, plan.shape);
+    let shape = shape(krate, sig, plan);
     let hint = return_type_hint(sig);
-    // The block's statements, not the block: `async move { { .. } }` would
-    // trip `unused_braces` in the user's crate.
+    // The user's statements in a block of their own, after the return type
+    // hint: their `use` items can not rename what the hint names.
     let stmts = &block.stmts;
-    let body = quote!(async move { #hint #(#stmts)* });
+    let body = quote!(async move { #hint { #(#stmts)* } });
     // Trait-bound failures of the stored type (a missing serde derive) are
     // reported on that type: the whole runtime call carries its span.
     let bound_span = match (&plan.stored_ty, &sig.output) {
@@ -391,6 +411,8 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
         (None, syn::ReturnType::Type(_, ty)) => ty.span(),
         (None, syn::ReturnType::Default) => Span::call_site(),
     };
+    // The shape too: it decides the stored type, and rustc blames it.
+    let shape_arg = respan(quote!(__cache_shape), bound_span);
     let spanned_call = |path: TokenStream, args: TokenStream| {
         let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, args);
         group.set_span(bound_span);
@@ -419,14 +441,18 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             // `near = true` needs the stored value to be `Clone`: the near
             // tier hands out copies of one decoded value.
             let read_fn = if plan.near {
-                quote!(#krate::__private::read_near::<#shape, _, _>)
+                quote!(#krate::__private::read_near)
             } else {
-                quote!(#krate::__private::read::<#shape, _, _>)
+                quote!(#krate::__private::read)
             };
-            let read = spanned_call(read_fn, quote!(&__CACHE_SPEC, __cache_call, #body));
+            let read = spanned_call(
+                read_fn,
+                quote!(#shape_arg, &__CACHE_SPEC, __cache_call, #body),
+            );
             quote! {
                 #store_use
                 #spec
+                #shape
                 let __cache_call = #call;
                 #read
             }
@@ -435,12 +461,13 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             let call = own_call(krate, plan);
             let inv = invalidations(krate, plan);
             let write = spanned_call(
-                quote!(#krate::__private::write_through::<#shape, _, _>),
-                quote!(&__CACHE_SPEC, __cache_call, __cache_invalidations, #body),
+                quote!(#krate::__private::write_through),
+                quote!(#shape_arg, &__CACHE_SPEC, __cache_call, __cache_invalidations, #body),
             );
             quote! {
                 #store_use
                 #spec
+                #shape
                 let __cache_call = #call;
                 let __cache_invalidations = #inv;
                 #write
@@ -450,22 +477,18 @@ pub fn expand(krate: &TokenStream, item: Item, plan: &Plan) -> TokenStream {
             let inv = invalidations(krate, plan);
             quote! {
                 #store_use
+                #shape
                 let __cache_invalidations = #inv;
-                #krate::__private::write::<#shape, _, _>(__cache_invalidations, #body).await
+                #krate::__private::write(__cache_shape, __cache_invalidations, #body).await
             }
         }
-    };
-    let companions = if plan.mode == Mode::Write {
-        TokenStream::new()
-    } else {
-        companions(krate, &item, plan)
     };
     quote! {
         #(#attrs)*
         #vis #sig {
+            #(#inner_attrs)*
             #new_body
         }
-        #companions
     }
 }
 
@@ -502,11 +525,12 @@ mod tests {
         let plan = crate::validate::validate(&args, &f.sig).unwrap();
         let item = Item {
             attrs: &f.attrs,
+            inner_attrs: &[],
             vis: &f.vis,
             sig: &f.sig,
             block: &f.block,
         };
-        let out = expand(&krate, item, &plan).to_string().replace(' ', "");
+        let out = expand(&krate, &item, &plan).to_string().replace(' ', "");
         for expected in [
             "lease:::core::option::Option::Some(true)",
             "lease_ttl:::core::option::Option::Some(::core::time::Duration::from_millis(2000u64))",
@@ -527,11 +551,14 @@ mod tests {
         let plan = crate::validate::validate(&args, &f.sig).unwrap();
         let item = Item {
             attrs: &f.attrs,
+            inner_attrs: &[],
             vis: &f.vis,
             sig: &f.sig,
             block: &f.block,
         };
-        expand(&krate, item, &plan).to_string().replace(' ', "")
+        let mut out = expand(&krate, &item, &plan);
+        out.extend(companions(&krate, &item, &plan));
+        out.to_string().replace(' ', "")
     }
 
     fn assert_contains(out: &str, expected: &[&str]) {
@@ -569,9 +596,15 @@ mod tests {
                     "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{key}).tags(|__cache_t:&mut::cache_runtime::__private::TagWriter|{{__cache_t.tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}});__cache_t.tag({KB}{{__cache_k.lit(\"users\");}});}});"
                 ),
                 &format!("store:{store},"),
-                &format!("pubconstSTORE:::core::option::Option<&'staticstr>={store};"),
-                &format!("::cache_runtime::__private::key_in({store},{key})"),
-                &format!("::cache_runtime::__private::invalidate_key_in({store},key(id)).await"),
+                &format!(
+                    "const__cache_store_get_user:::core::option::Option<&'staticstr>={store};"
+                ),
+                &format!(
+                    "fnget_user_key(id:&u64)->::std::string::String{{::cache_runtime::__private::key_in({store},{key})}}"
+                ),
+                &format!(
+                    "::cache_runtime::__private::invalidate_key_in({store},::cache_runtime::__private::key_in({store},{key})).await"
+                ),
                 "::cache_runtime::__private::inventory::submit!{::cache_runtime::__private::StoreUse{store:\"flags\",function:\"get_user\",location:::core::concat!(::core::file!(),\":\",::core::line!()),}}static__CACHE_SPEC",
             ],
         );
@@ -594,9 +627,9 @@ mod tests {
                     "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{KB}{{__cache_k.lit(\"user\");__cache_k.lit(\":\");__cache_k.arg(&id);}});"
                 ),
                 "store:::core::option::Option::None,",
-                "pubconstSTORE:::core::option::Option<&'staticstr>=::core::option::Option::None;",
+                "const__cache_store_get_user:::core::option::Option<&'staticstr>=::core::option::Option::None;",
                 "key_in(::core::option::Option::None,",
-                "invalidate_key_in(::core::option::Option::None,key(id))",
+                "invalidate_key_in(::core::option::Option::None,::cache_runtime::__private::key_in(",
             ],
         );
         assert!(!out.contains(".tags("), "{out}");
@@ -626,10 +659,10 @@ mod tests {
             &out,
             &[
                 "{::cache_runtime::__private::inventory::submit!{::cache_runtime::__private::StoreUse{store:\"users\",function:\"update\",",
-                "}}let__cache_invalidations=::cache_runtime::__private::Invalidations::new(::core::option::Option::Some(\"users\"))",
-                ".key(get_user::STORE,get_user::key(&(id)))",
-                ".key(Repo::find_STORE,Repo::find_key(&(id)))",
-                ".key(self::tag::STORE,self::tag::key(&(id)))",
+                "__cache_shape();let__cache_invalidations=::cache_runtime::__private::Invalidations::new(::core::option::Option::Some(\"users\"))",
+                ".key(get_user_key(&(id)),__cache_store_get_user)",
+                ".key(Repo::find_key(&(id)),Repo::__cache_store_find)",
+                ".key(self::tag_key(&(id)),self::__cache_store_tag)",
                 &format!(".tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}})"),
                 &format!(
                     ".pattern({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);__cache_k.lit(\":*\");}})"
@@ -658,9 +691,12 @@ mod tests {
             &out,
             &[
                 &format!(
-                    "#[doc(hidden)]#[allow(non_upper_case_globals)]pubconstpost_STORE:::core::option::Option<&'staticstr>={store};"
+                    "#[doc(hidden)]#[allow(non_upper_case_globals)]pubconst__cache_store_post:::core::option::Option<&'staticstr>={store};"
                 ),
-                &format!("invalidate_key_in({store},Self::post_key(id)).await"),
+                "pubfnpost_key(id:&u64)",
+                &format!(
+                    "pubasyncfnpost_invalidate(id:&u64){{::cache_runtime::__private::invalidate_key_in({store},"
+                ),
                 ".tags(|__cache_t:",
             ],
         );

@@ -23,13 +23,6 @@ pub enum Mode {
     Write,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    Result,
-    Option,
-    Plain,
-}
-
 /// A value interpolated into a key: `root.field...`, with the span to blame.
 #[derive(Debug, Clone)]
 pub struct KeyValue {
@@ -61,8 +54,10 @@ pub const MAX_TAGS: usize = 255;
 #[derive(Debug)]
 pub struct Plan {
     pub mode: Mode,
-    pub shape: Shape,
-    /// The type whose `Cacheable` impl the runtime needs (not for `Write`).
+    /// Where a missing `Cacheable` impl is reported: the stored part of the
+    /// return type as written (`T` of `Result<T, E>`), or the whole type.
+    /// Only a span: the shape itself is decided by rustc, from the type
+    /// (aliases included), in the expansion.
     pub stored_ty: Option<Type>,
     /// The own key, as written into a `KeyBuilder` after the namespace,
     /// `:v<N>` of `version` included.
@@ -75,6 +70,8 @@ pub struct Plan {
     pub key_params: Vec<(Ident, Type)>,
     pub ttl_ms: Option<u64>,
     pub cache_none: bool,
+    /// `cache_none = true`: where to report a return type without a `None`.
+    pub cache_none_span: Option<Span>,
     /// `near = true`: served from the in-process near tier when it holds
     /// the entry (read functions only).
     pub near: bool,
@@ -88,7 +85,9 @@ pub struct Plan {
     pub swr_ms: Option<u64>,
     pub sie_ms: Option<u64>,
     pub invalidations: Vec<Invalidation>,
-    pub is_method: bool,
+    /// A `self` method: it lives in an impl, where its companions come from
+    /// `#[cached]` on the impl block (a trait impl can hold no others).
+    pub has_receiver: bool,
 }
 
 struct Param {
@@ -324,10 +323,11 @@ fn check_root<'p>(
     None
 }
 
-fn return_shape(
-    output: &ReturnType,
-    fn_name: &Ident,
-) -> Result<(Shape, Option<Type>), (Span, &'static str)> {
+/// The type to blame for a missing `Cacheable` impl, or the error of a
+/// return type that can not be cached. `Result<T, ..>` / `Option<T>` as
+/// written point at `T`; anything else (an alias) at itself. The name is
+/// used for nothing else.
+fn stored_span_type(output: &ReturnType, fn_name: &Ident) -> Result<Type, (Span, &'static str)> {
     let ty = match output {
         ReturnType::Default => {
             return Err((
@@ -347,31 +347,19 @@ fn return_shape(
             "a cached function must return a named type: `impl Trait` can not be decoded from the cache",
         )),
         Type::Path(p) if p.qself.is_none() => {
-            let Some(last) = p.path.segments.last() else {
-                return Ok((Shape::Plain, Some(ty.clone())));
-            };
-            let first_type_arg = match &last.arguments {
-                syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
-                    syn::GenericArgument::Type(t) => Some(t.clone()),
+            let inner = p.path.segments.last().and_then(|last| {
+                let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+                    return None;
+                };
+                let named = last.ident == "Result" || last.ident == "Option";
+                a.args.iter().find_map(|arg| match arg {
+                    syn::GenericArgument::Type(t) if named => Some(t.clone()),
                     _ => None,
-                }),
-                _ => None,
-            };
-            match (last.ident.to_string().as_str(), first_type_arg) {
-                ("Result", Some(t)) => Ok((Shape::Result, Some(t))),
-                ("Option", Some(t)) => Ok((Shape::Option, Some(t))),
-                _ => Ok((Shape::Plain, Some(ty.clone()))),
-            }
+                })
+            });
+            Ok(inner.unwrap_or_else(|| ty.clone()))
         }
-        _ => Ok((Shape::Plain, Some(ty.clone()))),
-    }
-}
-
-/// Only the success/failure split matters for write functions.
-fn write_shape(output: &ReturnType, fn_name: &Ident) -> Shape {
-    match return_shape(output, fn_name) {
-        Ok((shape, _)) => shape,
-        Err(_) => Shape::Plain,
+        _ => Ok(ty.clone()),
     }
 }
 
@@ -507,28 +495,19 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         }
     }
 
-    // The return type.
-    let (shape, stored_ty) = if mode == Mode::Write {
-        (write_shape(&sig.output, fn_name), None)
+    // The return type: only what can not be cached at all is checked
+    // here; its shape (and so what `cache_none` applies to) is rustc's.
+    let stored_ty = if mode == Mode::Write {
+        None
     } else {
-        match return_shape(&sig.output, fn_name) {
-            Ok(found) => found,
+        match stored_span_type(&sig.output, fn_name) {
+            Ok(ty) => Some(ty),
             Err((span, msg)) => {
                 errors.push(span, msg);
-                (Shape::Plain, None)
+                None
             }
         }
     };
-    if let Some((name, lit)) = &args.cache_none
-        && mode != Mode::Write
-        && shape != Shape::Option
-        && lit.value
-    {
-        errors.push(
-            name.span(),
-            "`cache_none` applies to functions returning `Option<T>`; this one does not, so remove it",
-        );
-    }
 
     // The own key.
     let mut key = Vec::new();
@@ -773,7 +752,6 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
 
     Ok(Plan {
         mode,
-        shape,
         stored_ty,
         key: if has_key { key } else { Vec::new() },
         key_params,
@@ -781,6 +759,11 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         store,
         ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
+        cache_none_span: args
+            .cache_none
+            .as_ref()
+            .filter(|(_, l)| l.value)
+            .map(|(name, _)| name.span()),
         near: args.near.as_ref().is_some_and(|(_, l)| l.value),
         lease,
         lease_ttl_ms,
@@ -788,7 +771,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         swr_ms,
         sie_ms,
         invalidations,
-        is_method: receiver.is_some() || mentions_self_type(sig),
+        has_receiver: receiver.is_some(),
     })
 }
 
@@ -824,20 +807,6 @@ pub fn check_store_name(lit: &LitStr) -> syn::Result<String> {
     }
 }
 
-/// An associated function without a receiver can still be recognised when
-/// its signature names `Self` (`async fn find(id: u64) -> Result<Self, E>`).
-fn mentions_self_type(sig: &Signature) -> bool {
-    fn scan(ts: proc_macro2::TokenStream) -> bool {
-        ts.into_iter().any(|tt| match tt {
-            proc_macro2::TokenTree::Ident(i) => i == "Self",
-            proc_macro2::TokenTree::Group(g) => scan(g.stream()),
-            _ => false,
-        })
-    }
-    scan(quote::ToTokens::to_token_stream(&sig.inputs))
-        || scan(quote::ToTokens::to_token_stream(&sig.output))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,7 +834,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Read);
-        assert_eq!(p.shape, Shape::Result);
         assert_eq!(p.ttl_ms, Some(300_000));
         let names: Vec<String> = p.key_params.iter().map(|(n, _)| n.to_string()).collect();
         assert_eq!(names, ["user_id", "page"]);

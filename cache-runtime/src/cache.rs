@@ -524,7 +524,7 @@ impl Cache {
     ///
     /// let cache = Cache::builder().namespace("app").enforce_tenants(true).build().await?;
     /// Cache::scope(cache.clone(), async {
-    ///     let key = Cache::with_tenant("org-7", async { plan::key() }).await;
+    ///     let key = Cache::with_tenant("org-7", async { plan_key() }).await;
     ///     assert_eq!(key, "app@org-7:plan");
     ///     Cache::with_tenant("org-7", plan()).await; // cached for org-7 only
     ///     plan().await; // no tenant: runs the body, touches no key

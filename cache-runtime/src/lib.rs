@@ -31,7 +31,7 @@
 //! let db = Db;
 //! get_user(&db, 42).await?;                      // miss: runs the body, stores the result
 //! get_user(&db, 42).await?;                      // hit
-//! assert!(get_user::key(&42).ends_with(":user:42"));
+//! assert!(get_user_key(&42).ends_with(":user:42"));
 //! rename(&db, 42, "bob".into()).await?;          // invalidates get_user(42)
 //! # Ok(()) }
 //! ```
@@ -81,7 +81,7 @@ pub use store::StoreKind;
 /// | `tags = ["user:{user_id}", "posts"]` | read and write-through functions: labels for the entry, templates of the key's parameters; invalidating a tag makes every entry carrying it a miss, at the cost of one deletion |
 /// | `version = 2` | appends `:v2` to the key, so a changed return type never reads entries of the old one |
 /// | `store = "flags"` | use the named store `flags` ([`CacheBuilder::store`], `CACHE_STORE_FLAGS_URL`); a name that is not configured fails [`CacheBuilder::build`] |
-/// | `cache_none = true` | for `Option<T>` returns: store `None` too |
+/// | `cache_none = true` | for `Option<T>` and `Result<Option<T>, E>` returns: store `None` / `Ok(None)` too |
 /// | `lease = false` | read functions: no cross-process lease on a miss (plain cache-aside); default: the cache's setting, on |
 /// | `lease_ttl = "5s"` | read functions: how long a lease holds before another process may take it over; longer than the slowest body; default: the cache's setting (5 s) |
 /// | `early_refresh = true` / `1.5` / `false` | read functions: recompute before the TTL runs out, with probability rising as it nears (XFetch); a number is the factor beta (`true` = 1.0, larger refreshes earlier); default: the cache's setting (off) |
@@ -100,7 +100,8 @@ pub use store::StoreKind;
 ///
 /// `Result<T, E>` stores only `Ok(T)`; `Option<T>` stores `Some` (and `None`
 /// with `cache_none`), so a stored `None` and a miss stay distinguishable;
-/// any other `T` is stored as is. The stored type must be
+/// any other `T` is stored as is (decided by the type, see
+/// [Companions](#companions)). The stored type must be
 /// `Serialize + DeserializeOwned` ([`Cacheable`]); values are plain JSON
 /// unless the cache is configured with another [`Codec`] or compression (see
 /// [`codec`]).
@@ -157,7 +158,8 @@ pub use store::StoreKind;
 /// naming an unknown parameter or one the key uses; `self` in a key; a
 /// malformed template; a wildcard in `prefix`; a string invalidation using
 /// unknown parameters; `ttl`/`skip`/`cache_none` on a function with no key;
-/// `cache_none` on a non-`Option` return; a return type that can not be
+/// `cache_none` on a return type without a `None`; `#[tracing::instrument]`
+/// or `#[async_trait]` expanded before `#[cached]`; a return type that can not be
 /// stored (`()`, `impl Trait`, a type without serde derives); a method with
 /// no `prefix`; `lease`, `lease_ttl`, `early_refresh`,
 /// `stale_while_revalidate` or `stale_if_error` on a write or write-through
@@ -165,18 +167,40 @@ pub use store::StoreKind;
 /// `early_refresh`; a tag using an unknown or skipped parameter, a wildcard,
 /// or repeated; `tags` or `version` on a write function; `version = 0`; a
 /// malformed `store` name; `tag(..)` without one string literal. A typed invalidation `get_user(user_id)` expands to a call of
-/// `get_user::key(&user_id)`, so rustc checks that `get_user` is a cached
+/// `get_user_key(&user_id)`, so rustc checks that `get_user` is a cached
 /// function and that the arguments have the right types.
 ///
 /// # Companions
 ///
-/// A free function `get_user` gets a module of the same name:
-/// `get_user::key(&id) -> String` (the exact key, in the cache in effect) and
-/// `get_user::invalidate(&id).await`. Companion arguments are borrowed
-/// versions of the key's parameters (`u64` -> `&u64`, `&str` -> `&str`). A
-/// method `get_user(&self, ..)` gets associated functions
-/// `Self::get_user_key(..)` and `Self::get_user_invalidate(..)`, and is
-/// referenced in `invalidate` as `Self::get_user(id)`.
+/// A function `get_user` with a key of its own gets two siblings:
+/// `get_user_key(&id) -> String` (the exact key, in the cache in effect) and
+/// `get_user_invalidate(&id).await`, plus a hidden `__cache_store_get_user`.
+/// Companion arguments are borrowed versions of the key's parameters (`u64`
+/// -> `&u64`, `String` -> `&str`). A typed invalidation `get_user(id)` calls
+/// `get_user_key`, so it works wherever the target is: a free function, a
+/// function declared in another function's body, an associated function
+/// (`Self::find(id)`, `Repo::find(id)`).
+///
+/// **Methods and trait impls.** A trait impl can hold nothing but the
+/// trait's items, so a `self` method gets its companions from a bare
+/// `#[cached]` on its impl block (inherent or trait; above `#[async_trait]`,
+/// which must run after it): it expands the `#[cached(..)]` methods and
+/// puts their companions in an inherent impl of the type,
+/// `Repo::get_user_key(..)`. Without it the method is cached all the same,
+/// with no companions.
+///
+/// **Return types are decided by type, not by name.** rustc resolves the
+/// return type (aliases such as `ApiResult<T>`, `io::Result<T>` or a
+/// crate's own `Result<T>` included) and picks how to store it:
+/// `Result<T, E>` stores only `Ok(T)` (so `E` needs no serde derive), and a
+/// write function invalidates only on `Ok`; `Option<T>` and
+/// `Result<Option<T>, E>` store `None` / `Ok(None)` only with
+/// `cache_none = true`; any other type, even one named `Result`, is stored
+/// as is.
+///
+/// **`#[tracing::instrument]`** goes below `#[cached]`: it then wraps the
+/// whole call, and its span is entered on hits too. Above, it would only
+/// see the body; that order is a compile error.
 ///
 /// ```
 /// use cache_runtime::{Cache, cached};
@@ -186,6 +210,7 @@ pub use store::StoreKind;
 ///
 /// struct Posts;
 ///
+/// #[cached]
 /// impl Posts {
 ///     #[cached(prefix = "user:{user_id}:posts:page:{page}", ttl = "5m")]
 ///     async fn page(&self, user_id: u64, page: u32) -> Result<Vec<Post>, String> {

@@ -2,6 +2,7 @@
 //! signatures change with the macro, which is always the same version.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
@@ -81,6 +82,9 @@ pub trait Shape<R>: Outcome<R> {
 
 /// `Result<T, E>`: only `Ok(T)` is stored, as `T`.
 pub struct ResultShape;
+/// `Result<Option<T>, E>`: `Ok(Some(T))` is stored as `T`, `Ok(None)` as
+/// JSON `null` only with `cache_none`, like [`OptionShape`].
+pub struct ResultOptionShape;
 /// `Option<T>`: stored as `T` or JSON `null`; `None` only with `cache_none`.
 pub struct OptionShape;
 /// Any other `T`: stored as is.
@@ -100,6 +104,27 @@ impl<T, E> Shape<Result<T, E>> for ResultShape {
     }
     #[inline]
     fn from_stored(value: T) -> Result<T, E> {
+        Ok(value)
+    }
+}
+
+impl<T, E> Outcome<Result<Option<T>, E>> for ResultOptionShape {
+    #[inline]
+    fn is_success(result: &Result<Option<T>, E>) -> bool {
+        result.is_ok()
+    }
+}
+impl<T, E> Shape<Result<Option<T>, E>> for ResultOptionShape {
+    type Value = Option<T>;
+    #[inline]
+    fn to_store(result: &Result<Option<T>, E>, cache_none: bool) -> Option<&Option<T>> {
+        match result {
+            Ok(value) => (value.is_some() || cache_none).then_some(value),
+            Err(_) => None,
+        }
+    }
+    #[inline]
+    fn from_stored(value: Option<T>) -> Result<Option<T>, E> {
         Ok(value)
     }
 }
@@ -138,6 +163,74 @@ impl<T> Shape<T> for PlainShape {
     fn from_stored(value: T) -> T {
         value
     }
+}
+
+/// The shape of a return type, chosen by the type rustc resolved (aliases
+/// such as `io::Result<T>` or `ApiResult<T>` included), never by its name:
+/// the expansion calls `(&&&Kind::<R>::new()).__cache_shape()`, and method
+/// resolution picks the most specific impl (autoref specialization):
+/// `Result<Option<T>, E>`, then `Result<T, E>` or `Option<T>`, then any `T`.
+pub struct Kind<R>(PhantomData<fn() -> R>);
+
+impl<R> Kind<R> {
+    #[inline]
+    pub const fn new() -> Self {
+        Kind(PhantomData)
+    }
+}
+
+impl<R> Default for Kind<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// See [`Kind`]: `Result<Option<T>, E>`.
+pub trait ResultOptionKind {
+    fn __cache_shape(&self) -> ResultOptionShape {
+        ResultOptionShape
+    }
+}
+impl<T, E> ResultOptionKind for &&Kind<Result<Option<T>, E>> {}
+
+/// See [`Kind`]: `Result<T, E>`.
+pub trait ResultKind {
+    fn __cache_shape(&self) -> ResultShape {
+        ResultShape
+    }
+}
+impl<T, E> ResultKind for &Kind<Result<T, E>> {}
+
+/// See [`Kind`]: `Option<T>`.
+pub trait OptionKind {
+    fn __cache_shape(&self) -> OptionShape {
+        OptionShape
+    }
+}
+impl<T> OptionKind for &Kind<Option<T>> {}
+
+/// See [`Kind`]: any other type.
+pub trait PlainKind {
+    fn __cache_shape(&self) -> PlainShape {
+        PlainShape
+    }
+}
+impl<T> PlainKind for Kind<T> {}
+
+/// The shapes whose `None` `cache_none` can store.
+#[diagnostic::on_unimplemented(
+    message = "`cache_none` applies to functions returning `Option<T>` or `Result<Option<T>, E>`",
+    label = "this return type has no `None` to store",
+    note = "remove `cache_none`"
+)]
+pub trait HasNone {}
+impl HasNone for OptionShape {}
+impl HasNone for ResultOptionShape {}
+
+/// `cache_none = true`: checks, by type, that the shape has a `None`.
+#[inline]
+pub const fn cache_none<S: HasNone>(shape: S) -> S {
+    shape
 }
 
 static NOT_INSTALLED_WARNED: AtomicBool = AtomicBool::new(false);
@@ -265,7 +358,16 @@ impl TagWriter<'_> {
 /// Cache-aside: the stored value on a hit; on a miss the body's result,
 /// stored when its shape says so.
 #[inline]
-pub async fn read<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
+pub fn read<S, R, F>(_: S, spec: &'static Spec, call: Call, body: F) -> impl Future<Output = R>
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    F: Future<Output = R>,
+{
+    read_cached::<S, R, F>(spec, call, body)
+}
+
+async fn read_cached<S, R, F>(spec: &'static Spec, call: Call, body: F) -> R
 where
     S: Shape<R>,
     S::Value: Cacheable,
@@ -303,7 +405,7 @@ fn call_span(spec: &'static Spec, key: &str) -> tracing::Span {
 /// Not an `async fn`: a near hit returns a ready future, so the caller's
 /// future stays small (the Redis path is boxed; it pays a round trip anyway).
 #[inline]
-pub fn read_near<S, R, F>(spec: &'static Spec, call: Call, body: F) -> impl Future<Output = R>
+pub fn read_near<S, R, F>(_: S, spec: &'static Spec, call: Call, body: F) -> impl Future<Output = R>
 where
     S: Shape<R>,
     S::Value: Cacheable + Clone + Send + Sync + 'static,
@@ -336,7 +438,7 @@ where
                 cache: Some(cache),
                 ..call
             };
-            return read::<S, R, F>(spec, call, body).await;
+            return read_cached::<S, R, F>(spec, call, body).await;
         }
     };
     let span = call_span(spec, &call.key);
@@ -374,6 +476,7 @@ where
 /// A lease on the own key, taken before the body, makes the store
 /// conditional: a key changed while the write ran is removed instead.
 pub async fn write_through<S, R, F>(
+    _: S,
     spec: &'static Spec,
     call: Call,
     mut inv: Invalidations,
@@ -415,7 +518,7 @@ where
 }
 
 /// A write function: always runs the body; on success invalidates.
-pub async fn write<S, R, F>(inv: Invalidations, body: F) -> R
+pub async fn write<S, R, F>(_: S, inv: Invalidations, body: F) -> R
 where
     S: Outcome<R>,
     F: Future<Output = R>,
@@ -480,7 +583,7 @@ impl Invalidations {
 
     /// A key computed by another function's `key` companion, in its store.
     #[inline]
-    pub fn key(mut self, store: Option<&'static str>, key: String) -> Self {
+    pub fn key(mut self, key: String, store: Option<&'static str>) -> Self {
         self.push(store, key);
         self
     }

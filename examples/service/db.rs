@@ -809,7 +809,7 @@ pub async fn update_user(db: &Db, user_id: i64, patch: UserPatch) -> Result<User
         .await?
         .ok_or(AppError::NotFound("user"))?;
     if patch.name.is_some() {
-        dashboard::invalidate().await;
+        dashboard_invalidate().await;
     }
     Ok(user_from_row(&row)?)
 }

@@ -112,7 +112,7 @@ fn main() {
     });
     // Spawned tasks do not inherit a `Cache::scope`: install it process-wide.
     cache_runtime::install(cache.clone());
-    let key = hot::key(&ID);
+    let key = hot_key(&ID);
 
     if mode == "hold" {
         runtime.block_on(hot(ID));

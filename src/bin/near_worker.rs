@@ -35,7 +35,7 @@
 //!   `values near_hits=<n> list=<v>,...`
 //! - `bump <n> <pause_ms>`: `<n>` times: writes the next version to the
 //!   database, invalidates the entry with the typed companion
-//!   (`version::invalidate`), notes when it returned, sleeps `<pause_ms>`.
+//!   (`version_invalidate`), notes when it returned, sleeps `<pause_ms>`.
 //!   `bumped invalidation_failures=<n> returned=<v>:<ns>,...`
 //! - `stats`: `stats hits=<n> near_hits=<n> misses=<n> near_flushes=<n>
 //!   invalidation_failures=<n>`
@@ -267,7 +267,7 @@ impl Worker {
         for _ in 0..n {
             current += 1;
             write_db(current);
-            self.runtime.block_on(version::invalidate(&ID));
+            self.runtime.block_on(version_invalidate(&ID));
             returned.insert(current, now_ns());
             std::thread::sleep(pause);
         }

@@ -2,6 +2,7 @@ use cache_runtime::cached;
 
 struct Repo;
 
+#[cached]
 impl Repo {
     #[cached(prefix = "user", id = "user_id")]
     async fn get_user(&self, user_id: u64) -> u64 {

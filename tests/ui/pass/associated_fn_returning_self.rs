@@ -1,5 +1,5 @@
-// An associated function without `self` is recognised as one when its
-// signature names `Self`: companions are `Self::find_key` / `Self::find_invalidate`.
+// An associated function without `self`, in an inherent impl: its companions
+// (`Self::find_key` / `Self::find_invalidate`) are siblings, legal there.
 use cache_runtime::{Cache, cached};
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -40,13 +40,13 @@ async fn by_id(id: u64) -> u64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(add::key(&1, &2), "cache:add:1:2");
-    assert_eq!(add::key(&-1, &2), "cache:add:-1:2");
+    assert_eq!(add_key(&1, &2), "cache:add:1:2");
+    assert_eq!(add_key(&-1, &2), "cache:add:-1:2");
     // The companion borrows the parameter type: `&String` for `String`.
-    assert_eq!(greet::key(&"ann".to_owned()), "cache:greet:ann");
-    assert_eq!(version::key(), "cache:version");
-    assert_eq!(ignore_first::key(&9), "cache:ignore_first:9");
-    assert_eq!(by_id::key(&9), "cache:by_id:9");
+    assert_eq!(greet_key(&"ann".to_owned()), "cache:greet:ann");
+    assert_eq!(version_key(), "cache:version");
+    assert_eq!(ignore_first_key(&9), "cache:ignore_first:9");
+    assert_eq!(by_id_key(&9), "cache:by_id:9");
 
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {

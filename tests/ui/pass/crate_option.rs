@@ -25,8 +25,8 @@ async fn drop_both(id: u64) -> Result<(), ()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(absolute::key(&1), "cache:a:1");
-    assert_eq!(reexported::key(&1), "cache:b:1");
+    assert_eq!(absolute_key(&1), "cache:a:1");
+    assert_eq!(reexported_key(&1), "cache:b:1");
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache.clone(), async {
         assert_eq!(absolute(1).await, 1);

@@ -41,9 +41,9 @@ async fn main() {
             slug: "acme".to_owned(),
         },
     };
-    assert_eq!(settings::key(&ann), "cache:user:42:settings");
-    assert_eq!(membership::key(&ann), "cache:org:acme:member:42");
-    assert_eq!(cell::key(&(3, 4)), "cache:cell:3:4");
+    assert_eq!(settings_key(&ann), "cache:user:42:settings");
+    assert_eq!(membership_key(&ann), "cache:org:acme:member:42");
+    assert_eq!(cell_key(&(3, 4)), "cache:cell:3:4");
 
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {

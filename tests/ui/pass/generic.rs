@@ -47,10 +47,10 @@ where
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(id_len::key(&12345), "cache:len:12345");
-    assert_eq!(id_len::key(&"abc"), "cache:len:abc");
-    assert_eq!(name::key(&1), "cache:name:1");
-    assert_eq!(pair::key("x", &2), "cache:pair:x:2");
+    assert_eq!(id_len_key(&12345), "cache:len:12345");
+    assert_eq!(id_len_key(&"abc"), "cache:len:abc");
+    assert_eq!(name_key(&1), "cache:name:1");
+    assert_eq!(pair_key("x", &2), "cache:pair:x:2");
 
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {

@@ -22,8 +22,8 @@ async fn shown(value: impl Display) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(report::key(&3), "cache:report:3");
-    assert_eq!(shown::key(&7), "cache:shown:7");
+    assert_eq!(report_key(&3), "cache:report:3");
+    assert_eq!(shown_key(&7), "cache:shown:7");
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {
         assert_eq!(report(|_| {}, 3).await, "report-3");

@@ -10,6 +10,6 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(Cache::scope(rt.block_on(Cache::builder().build()).unwrap(), async {
         assert_eq!(shown(5).await, "5");
-        assert_eq!(shown::key(&5), "cache:shown:5");
+        assert_eq!(shown_key(&5), "cache:shown:5");
     }));
 }

@@ -10,6 +10,7 @@ struct Repo {
     calls: AtomicU32,
 }
 
+#[cached]
 impl Repo {
     #[cached(prefix = "user", id = "user_id", ttl = 60)]
     async fn get_user(&self, user_id: u64) -> Result<String, String> {

@@ -26,6 +26,6 @@ async fn main() {
     assert_eq!(get_user(1).await, 1);
     assert_eq!(CALLS.load(SeqCst), 2);
     update_user(1).await.unwrap();
-    get_user::invalidate(&1).await;
-    assert_eq!(get_user::key(&1), "cache:user:1");
+    get_user_invalidate(&1).await;
+    assert_eq!(get_user_key(&1), "cache:user:1");
 }

@@ -34,15 +34,15 @@ mod admin {
     }
 
     pub fn user_key(user_id: u64) -> String {
-        crate::users::get_user::key(&user_id)
+        crate::users::get_user_key(&user_id)
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(users::get_user::key(&42), "cache:user:42");
+    assert_eq!(users::get_user_key(&42), "cache:user:42");
     assert_eq!(admin::user_key(42), "cache:user:42");
-    assert_eq!(users::nickname::key(&42), "cache:nick:42");
+    assert_eq!(users::nickname_key(&42), "cache:nick:42");
 
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {
@@ -52,7 +52,7 @@ async fn main() {
         admin::ban(42).await.unwrap();
         users::get_user(42).await.unwrap();
         assert_eq!(CALLS.load(SeqCst), 2);
-        users::get_user::invalidate(&42).await;
+        users::get_user_invalidate(&42).await;
         users::get_user(42).await.unwrap();
         assert_eq!(CALLS.load(SeqCst), 3);
         assert_eq!(users::nickname(42).await, "nick42");

@@ -16,7 +16,7 @@ fn main() {
     rt.block_on(Cache::scope(rt.block_on(Cache::builder().build()).unwrap(), async {
         assert_eq!(by_type(7).await, 7);
         assert_eq!(by_kind(7).await, 8);
-        assert_eq!(by_type::key(&7), "cache:by_type:7");
-        assert_eq!(by_kind::key(&7), "cache:kind:7");
+        assert_eq!(by_type_key(&7), "cache:by_type:7");
+        assert_eq!(by_kind_key(&7), "cache:kind:7");
     }));
 }

@@ -52,7 +52,7 @@ async fn main() {
         assert_eq!(NONE_CALLS.load(SeqCst), 2);
 
         assert_eq!(find_fax(5).await, Some(5));
-        assert_eq!(find_phone::key(&3), "cache:phone:3");
+        assert_eq!(find_phone_key(&3), "cache:phone:3");
     })
     .await;
 }

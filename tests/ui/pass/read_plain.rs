@@ -27,14 +27,14 @@ async fn name(id: u64) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(user_posts::key(&7, &2), "cache:user:7:posts:page:2");
+    assert_eq!(user_posts_key(&7, &2), "cache:user:7:posts:page:2");
     // Interpolated values are escaped, literal template text is not.
-    assert_eq!(counts::key("a:b*"), "cache:counts:a%3Ab%2A");
-    assert_eq!(name::key(&1), "cache:{users}:name:1");
+    assert_eq!(counts_key("a:b*"), "cache:counts:a%3Ab%2A");
+    assert_eq!(name_key(&1), "cache:{users}:name:1");
 
     let cache = Cache::builder().namespace("app").build().await.unwrap();
     Cache::scope(cache, async {
-        assert_eq!(user_posts::key(&7, &2), "app:user:7:posts:page:2");
+        assert_eq!(user_posts_key(&7, &2), "app:user:7:posts:page:2");
         assert_eq!(user_posts(7, 2).await, ["7/2"]);
         assert_eq!(user_posts(7, 2).await, ["7/2"]);
         assert_eq!(user_posts(7, 3).await, ["7/3"]);

@@ -41,7 +41,7 @@ async fn file_len(path: &str) -> std::io::Result<u64> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(get_user::key(&42), "cache:user:42");
+    assert_eq!(get_user_key(&42), "cache:user:42");
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache.clone(), async {
         let db = Db;
@@ -54,7 +54,7 @@ async fn main() {
         assert!(get_user(&db, 0).await.is_err());
         assert_eq!(CALLS.load(SeqCst), 3, "`Err` is never stored");
 
-        get_user::invalidate(&42).await;
+        get_user_invalidate(&42).await;
         get_user(&db, 42).await.unwrap();
         assert_eq!(CALLS.load(SeqCst), 4, "invalidated: the body runs again");
     })

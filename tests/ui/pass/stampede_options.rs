@@ -42,6 +42,7 @@ struct Repo {
     calls: AtomicU32,
 }
 
+#[cached]
 impl Repo {
     #[cached(
         prefix = "post",

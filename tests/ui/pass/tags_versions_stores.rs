@@ -31,6 +31,7 @@ struct Blog {
     loads: AtomicU32,
 }
 
+#[cached]
 impl Blog {
     #[cached(prefix = "posts:{user_id}", id = "page", tags = ["user:{user_id}"])]
     async fn posts(&self, user_id: u64, page: u32) -> Vec<u64> {
@@ -101,10 +102,10 @@ async fn main() {
     let db = Db;
     Cache::scope(cache.clone(), async {
         // `version` ends the key; a named store has its own namespace.
-        assert_eq!(get_user::key(&7), "cache:user:7:v2");
+        assert_eq!(get_user_key(&7), "cache:user:7:v2");
         assert_eq!(Blog::posts_key(&7, &1), "cache:posts:7:1");
-        assert_eq!(flag::key("on"), "flags:flag:on:v1");
-        assert_eq!(save_flag::key("on"), flag::key("on"));
+        assert_eq!(flag_key("on"), "flags:flag:on:v1");
+        assert_eq!(save_flag_key("on"), flag_key("on"));
 
         get_user(&db, 7).await.unwrap();
         get_user(&db, 7).await.unwrap();

@@ -26,6 +26,7 @@ struct Repo<T> {
     tag: T,
 }
 
+#[cached]
 impl<T: Display + Send + Sync> Repo<T> {
     #[cached(prefix = "repo", id = "id")]
     async fn get(&self, id: u64) -> String {

@@ -40,7 +40,7 @@ async fn save_user(user_id: u64, name: String) -> Result<User, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    assert_eq!(save_user::key(&1), get_user::key(&1));
+    assert_eq!(save_user_key(&1), get_user_key(&1));
     let cache = Cache::builder().build().await.unwrap();
     Cache::scope(cache, async {
         assert_eq!(get_user(1).await.unwrap().name, "old");
