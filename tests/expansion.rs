@@ -276,3 +276,80 @@ async fn native_trait_methods_through_generics() {
     })
     .await;
 }
+
+/// Two repositories with a method of the same name, as services have.
+mod repos {
+    use cache_runtime::cached;
+
+    pub struct OrgRepo;
+    pub struct TeamRepo;
+
+    #[cached]
+    impl OrgRepo {
+        #[cached(prefix = "label:org", id = "id", ttl = 600)]
+        pub async fn get(&self, id: u64) -> u64 {
+            id
+        }
+    }
+
+    #[cached]
+    impl TeamRepo {
+        #[cached(prefix = "label:team", id = "id", ttl = 600)]
+        pub async fn get(&self, id: u64) -> u64 {
+            id + 1
+        }
+    }
+
+    #[cached(prefix = "label:count", id = "id", ttl = 600)]
+    pub async fn count(id: u64) -> u64 {
+        id
+    }
+}
+
+/// Item 6: `OrgRepo::get` and `TeamRepo::get` are two entries in
+/// `function_stats()` (and two `cache` labels in the metrics, the same
+/// string), named by module path and type.
+#[tokio::test]
+async fn labels_name_the_module_and_the_type() {
+    let server = RedisServer::start();
+    let cache = server.builder().namespace("exp").build().await.unwrap();
+    Cache::scope(cache, async {
+        for _ in 0..3 {
+            repos::OrgRepo.get(1).await;
+        }
+        repos::TeamRepo.get(1).await;
+        repos::count(1).await;
+    })
+    .await;
+    let stats = cache_runtime::function_stats();
+    let find = |label: &str| {
+        stats
+            .iter()
+            .find(|s| s.name == label)
+            .unwrap_or_else(|| panic!("{label} not in {stats:?}"))
+    };
+    let org = find("repos::OrgRepo::get");
+    assert_eq!((org.hits, org.misses), (2, 1));
+    let team = find("repos::TeamRepo::get");
+    assert_eq!((team.hits, team.misses), (0, 1));
+    assert_eq!(find("repos::count").misses, 1);
+    // A free function at the crate's root keeps its bare name.
+    assert!(stats.iter().all(|s| s.name != "get"), "{stats:?}");
+}
+
+/// Item 10: the runtime depends on exactly its macro's version (the
+/// expansion builds the runtime's private items).
+#[test]
+fn the_macro_version_is_pinned() {
+    let manifest = include_str!("../Cargo.toml");
+    let line = manifest
+        .lines()
+        .find(|l| l.starts_with("cache-macros = "))
+        .expect("cache-macros in [workspace.dependencies]");
+    assert!(line.contains(r#"version = "="#), "{line}");
+    let runtime = include_str!("../cache-runtime/Cargo.toml");
+    assert!(
+        runtime.contains("cache-macros = { workspace = true }"),
+        "cache-runtime takes the pinned workspace dependency"
+    );
+}

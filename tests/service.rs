@@ -488,7 +488,7 @@ async fn stats_and_metrics_count_hits_and_misses() {
     let functions = stats["functions"].as_array().unwrap();
     let get_user = functions
         .iter()
-        .find(|f| f["name"] == "get_user")
+        .find(|f| f["name"] == "app::db::get_user")
         .unwrap_or_else(|| panic!("no get_user in {stats}"));
     assert!(get_user["hits"].as_u64().unwrap() >= 2, "{get_user}");
     assert!(get_user["misses"].as_u64().unwrap() >= 1, "{get_user}");
@@ -503,12 +503,23 @@ async fn stats_and_metrics_count_hits_and_misses() {
             .starts_with("text/plain")
     );
     let exposition = response.text().await.unwrap();
-    let hits = sample(&exposition, r#"cache_hits_total{cache="get_user"}"#)
-        .unwrap_or_else(|| panic!("no get_user hits in:\n{exposition}"));
+    let hits = sample(
+        &exposition,
+        r#"cache_hits_total{cache="app::db::get_user"}"#,
+    )
+    .unwrap_or_else(|| panic!("no get_user hits in:\n{exposition}"));
     assert!(hits >= 2.0, "cache_hits_total for get_user is {hits}");
-    let misses = sample(&exposition, r#"cache_misses_total{cache="get_user"}"#).unwrap();
+    let misses = sample(
+        &exposition,
+        r#"cache_misses_total{cache="app::db::get_user"}"#,
+    )
+    .unwrap();
     assert!(misses >= 1.0);
-    let loads = sample(&exposition, r#"cache_loads_total{cache="dashboard"}"#).unwrap();
+    let loads = sample(
+        &exposition,
+        r#"cache_loads_total{cache="app::db::dashboard"}"#,
+    )
+    .unwrap();
     assert!(loads >= 1.0);
     assert!(
         exposition.contains("cache_store_operation_duration_seconds"),

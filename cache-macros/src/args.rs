@@ -33,6 +33,9 @@ pub const OPTIONS: &[&str] = &[
 pub enum DurationArg {
     Seconds(syn::LitInt),
     Text(LitStr),
+    /// A const path or const expression, in seconds (`u64`): `TTL_SECS`,
+    /// `10 * 60`. Checked by rustc, and for zero at compile time.
+    Const(syn::Expr),
 }
 
 impl DurationArg {
@@ -40,6 +43,7 @@ impl DurationArg {
         match self {
             DurationArg::Seconds(l) => l.span(),
             DurationArg::Text(l) => l.span(),
+            DurationArg::Const(e) => syn::spanned::Spanned::span(e),
         }
     }
 }
@@ -116,14 +120,31 @@ fn parse_list<T>(
 
 /// The value of a duration option: seconds or a duration string.
 fn parse_duration(input: ParseStream, name: &str, examples: &str) -> syn::Result<DurationArg> {
-    if input.peek(syn::LitInt) {
-        Ok(DurationArg::Seconds(input.parse()?))
-    } else if input.peek(LitStr) {
-        Ok(DurationArg::Text(input.parse()?))
-    } else {
-        Err(input.error(format!(
-            "`{name}` takes seconds or a duration string: {examples}"
-        )))
+    let help = |span| {
+        syn::Error::new(
+            span,
+            format!(
+                "`{name}` takes seconds, a duration string, or a const expression in seconds (`u64`): {examples}"
+            ),
+        )
+    };
+    let expr: syn::Expr = input.parse().map_err(|e| help(e.span()))?;
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(lit),
+            ..
+        }) => Ok(DurationArg::Seconds(lit)),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Ok(DurationArg::Text(lit)),
+        // Another literal (`1.5`, `true`), or a negated one: never a
+        // number of seconds.
+        syn::Expr::Lit(lit) => Err(help(syn::spanned::Spanned::span(&lit))),
+        syn::Expr::Unary(u) if matches!(&*u.expr, syn::Expr::Lit(_)) => {
+            Err(help(syn::spanned::Spanned::span(&u)))
+        }
+        other => Ok(DurationArg::Const(other)),
     }
 }
 

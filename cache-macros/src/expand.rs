@@ -11,7 +11,10 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Block, Expr, GenericParam, Ident, Signature, Type, Visibility};
 
-use crate::validate::{Invalidation, KeyPart, Mode, Plan};
+use crate::validate::{
+    Dur, DurationRule, Invalidation, KeyPart, LEASE_TTL, Mode, Plan, STALE_IF_ERROR,
+    STALE_WHILE_REVALIDATE, TTL,
+};
 
 /// Everything needed from the annotated function.
 pub struct Item<'a> {
@@ -20,6 +23,9 @@ pub struct Item<'a> {
     /// Inner attributes (`#![allow(..)]` at the top of the body), re-emitted
     /// at the top of the rewritten body, where they still apply to it all.
     pub inner_attrs: &'a [syn::Attribute],
+    /// The type of the impl, when `#[cached]` on the impl block names it:
+    /// part of the function's label in metrics.
+    pub owner: Option<String>,
     pub vis: &'a Visibility,
     pub sig: &'a Signature,
     pub block: &'a Block,
@@ -329,10 +335,26 @@ pub fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream 
 }
 
 /// `Some(Duration::from_millis(ms))` or `None`; `from_millis` is `const`, so
-/// the result fits in the `static` spec.
-fn opt_duration(ms: Option<u64>) -> TokenStream {
-    match ms {
-        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
+/// the result fits in the `static` spec. A const expression is evaluated by
+/// rustc as `u64` seconds, in an inline `const` block that rejects zero
+/// where the rule does (`name` says which option, in the error).
+fn opt_duration(value: &Option<Dur>, rule: &DurationRule) -> TokenStream {
+    match value {
+        Some(Dur::Millis(ms)) => {
+            quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms)))
+        }
+        Some(Dur::Seconds(expr)) => {
+            let check = (!rule.zero_is_off).then(|| {
+                let msg = format!("`{}` must be a positive number of seconds", rule.name);
+                quote_spanned!(expr.span()=> ::core::assert!(__cache_secs > 0, #msg);)
+            });
+            let secs = quote_spanned!(expr.span()=> {
+                let __cache_secs: u64 = #expr;
+                #check
+                __cache_secs
+            });
+            quote!(::core::option::Option::Some(::core::time::Duration::from_secs(const #secs)))
+        }
         None => quote!(::core::option::Option::None),
     }
 }
@@ -384,18 +406,20 @@ pub fn expand(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
     let Item {
         attrs,
         inner_attrs,
+        owner,
         vis,
         sig,
         block,
     } = item;
+    let owner = opt(owner.as_deref());
     let name = sig.ident.unraw().to_string();
-    let ttl = opt_duration(plan.ttl_ms);
+    let ttl = opt_duration(&plan.ttl, &TTL);
     let cache_none = plan.cache_none;
     let lease = opt(plan.lease);
-    let lease_ttl = opt_duration(plan.lease_ttl_ms);
+    let lease_ttl = opt_duration(&plan.lease_ttl, &LEASE_TTL);
     let early_refresh = opt(plan.early_refresh.map(f64_literal));
-    let stale_while_revalidate = opt_duration(plan.swr_ms);
-    let stale_if_error = opt_duration(plan.sie_ms);
+    let stale_while_revalidate = opt_duration(&plan.swr, &STALE_WHILE_REVALIDATE);
+    let stale_if_error = opt_duration(&plan.sie, &STALE_IF_ERROR);
     let store = opt(plan.store.as_deref());
     let store_use = store_use(krate, plan, &sig.ident);
     let shape = shape(krate, sig, plan);
@@ -423,6 +447,8 @@ pub fn expand(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
     let spec = quote! {
         static __CACHE_SPEC: #krate::__private::Spec = #krate::__private::Spec {
             name: #name,
+            module: ::core::module_path!(),
+            owner: #owner,
             ttl: #ttl,
             cache_none: #cache_none,
             lease: #lease,
@@ -526,6 +552,7 @@ mod tests {
         let item = Item {
             attrs: &f.attrs,
             inner_attrs: &[],
+            owner: None,
             vis: &f.vis,
             sig: &f.sig,
             block: &f.block,
@@ -552,6 +579,7 @@ mod tests {
         let item = Item {
             attrs: &f.attrs,
             inner_attrs: &[],
+            owner: None,
             vis: &f.vis,
             sig: &f.sig,
             block: &f.block,

@@ -37,7 +37,7 @@ fn cached_impl(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
             return quote!(#item #err);
         }
     };
-    match on_fn(args, &func) {
+    match on_fn(args, &func, None) {
         // A method (`self`) lives in an impl, where only `#[cached]` on the
         // impl block can put companions legally (a trait impl holds nothing
         // but the trait's items).
@@ -61,6 +61,7 @@ fn cached_impl(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
 fn on_fn(
     args: TokenStream2,
     func: &ItemFn,
+    owner: Option<String>,
 ) -> syn::Result<(TokenStream2, validate::Plan, TokenStream2)> {
     check_order(func)?;
     let args = args::Args::parse(args)?;
@@ -78,6 +79,7 @@ fn on_fn(
     let item = expand::Item {
         attrs: &attrs,
         inner_attrs: &inner_attrs,
+        owner,
         vis: &func.vis,
         sig: &func.sig,
         block: &func.block,
@@ -134,6 +136,11 @@ fn on_impl(args: TokenStream2, mut imp: ItemImpl) -> TokenStream2 {
         .to_compile_error();
         return quote!(#imp #err);
     }
+    // `OrgRepo` of `impl Repo for OrgRepo<T>`: the labels of its methods.
+    let owner = match &*imp.self_ty {
+        syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        _ => None,
+    };
     let mut companions = TokenStream2::new();
     let mut errors = TokenStream2::new();
     let mut found = false;
@@ -162,7 +169,7 @@ fn on_impl(args: TokenStream2, mut imp: ItemImpl) -> TokenStream2 {
             sig: method.sig.clone(),
             block: Box::new(method.block.clone()),
         };
-        match on_fn(args, &func) {
+        match on_fn(args, &func, owner.clone()) {
             Ok((function, _, ours)) => {
                 *item = ImplItem::Verbatim(function);
                 companions.extend(ours);

@@ -68,7 +68,7 @@ pub struct Plan {
     pub store: Option<String>,
     /// Parameters the own key reads, in signature order: the companions' arguments.
     pub key_params: Vec<(Ident, Type)>,
-    pub ttl_ms: Option<u64>,
+    pub ttl: Option<Dur>,
     pub cache_none: bool,
     /// `cache_none = true`: where to report a return type without a `None`.
     pub cache_none_span: Option<Span>,
@@ -78,12 +78,12 @@ pub struct Plan {
     /// The stampede options; `None`: not given, the cache's setting applies.
     /// Only read functions take them.
     pub lease: Option<bool>,
-    pub lease_ttl_ms: Option<u64>,
+    pub lease_ttl: Option<Dur>,
     /// The XFetch beta; `0.0` is `early_refresh = false`.
     pub early_refresh: Option<f64>,
     /// `0` is "off for this function".
-    pub swr_ms: Option<u64>,
-    pub sie_ms: Option<u64>,
+    pub swr: Option<Dur>,
+    pub sie: Option<Dur>,
     pub invalidations: Vec<Invalidation>,
     /// A `self` method: it lives in an impl, where its companions come from
     /// `#[cached]` on the impl block (a trait impl can hold no others).
@@ -143,37 +143,52 @@ pub const STALE_IF_ERROR: DurationRule = DurationRule {
     zero_is_off: true,
 };
 
-/// Parses a duration option to milliseconds: seconds, or `<n>ms|s|m|h|d`.
-pub fn parse_duration(rule: &DurationRule, arg: &DurationArg) -> syn::Result<u64> {
+/// A duration option's value.
+#[derive(Debug, Clone)]
+pub enum Dur {
+    /// A literal, parsed here.
+    Millis(u64),
+    /// A const expression in seconds, for rustc to evaluate (and check for
+    /// zero where zero is not allowed).
+    Seconds(syn::Expr),
+}
+
+impl Dur {
+    /// The milliseconds of a literal.
+    #[cfg(test)]
+    pub fn millis(d: &Option<Dur>) -> Option<u64> {
+        match d {
+            Some(Dur::Millis(ms)) => Some(*ms),
+            _ => None,
+        }
+    }
+}
+
+/// The one duration grammar, shared with the environment
+/// (`CACHE_DEFAULT_TTL`): seconds, or a `humantime` duration such as
+/// `"500ms"`, `"90s"`, `"10min"`, `"1h30m"`, `"1d"`. `None`: not a duration.
+fn text_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return secs.checked_mul(1000);
+    }
+    let d = humantime::parse_duration(text).ok()?;
+    u64::try_from(d.as_millis()).ok()
+}
+
+/// Parses a duration option: seconds, a duration string, or a const
+/// expression in seconds.
+pub fn parse_duration(rule: &DurationRule, arg: &DurationArg) -> syn::Result<Dur> {
     let ms = match arg {
         DurationArg::Seconds(lit) => lit
             .base10_parse::<u64>()
             .ok()
             .and_then(|s| s.checked_mul(1000)),
-        DurationArg::Text(lit) => {
-            let text = lit.value();
-            let text = text.trim();
-            let split = text
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(text.len());
-            let (digits, unit) = text.split_at(split);
-            let factor = match unit.trim() {
-                "ms" => Some(1),
-                "s" => Some(1000),
-                "m" => Some(60_000),
-                "h" => Some(3_600_000),
-                "d" => Some(86_400_000),
-                _ => None,
-            };
-            digits
-                .parse::<u64>()
-                .ok()
-                .zip(factor)
-                .and_then(|(n, f)| n.checked_mul(f))
-        }
+        DurationArg::Text(lit) => text_millis(&lit.value()),
+        DurationArg::Const(expr) => return Ok(Dur::Seconds(expr.clone())),
     };
     match ms {
-        Some(ms) if ms > 0 || rule.zero_is_off => Ok(ms),
+        Some(ms) if ms > 0 || rule.zero_is_off => Ok(Dur::Millis(ms)),
         _ => {
             let DurationRule {
                 name,
@@ -188,19 +203,19 @@ pub fn parse_duration(rule: &DurationRule, arg: &DurationArg) -> syn::Result<u64
             Err(syn::Error::new(
                 arg.span(),
                 format!(
-                    "`{name}` must be a {positive}number of seconds (`{name} = {example}`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\"{off}"
+                    "`{name}` must be a {positive}number of seconds (`{name} = {example}`), a duration such as \"500ms\", \"90s\", \"10min\", \"1h30m\", \"1d\", or a const expression in seconds{off}"
                 ),
             ))
         }
     }
 }
 
-/// A duration option's milliseconds, or its error pushed to `errors`.
+/// A duration option's value, or its error pushed to `errors`.
 fn duration_ms(
     option: &Option<(Ident, DurationArg)>,
     rule: &DurationRule,
     errors: &mut Errors,
-) -> Option<u64> {
+) -> Option<Dur> {
     let (_, arg) = option.as_ref()?;
     parse_duration(rule, arg)
         .map_err(|e| errors.push_err(e))
@@ -757,7 +772,7 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
         key_params,
         tags,
         store,
-        ttl_ms,
+        ttl: ttl_ms,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
         cache_none_span: args
             .cache_none
@@ -766,10 +781,10 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
             .map(|(name, _)| name.span()),
         near: args.near.as_ref().is_some_and(|(_, l)| l.value),
         lease,
-        lease_ttl_ms,
+        lease_ttl: lease_ttl_ms,
         early_refresh,
-        swr_ms,
-        sie_ms,
+        swr: swr_ms,
+        sie: sie_ms,
         invalidations,
         has_receiver: receiver.is_some(),
     })
@@ -834,7 +849,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Read);
-        assert_eq!(p.ttl_ms, Some(300_000));
+        assert_eq!(Dur::millis(&p.ttl), Some(300_000));
         let names: Vec<String> = p.key_params.iter().map(|(n, _)| n.to_string()).collect();
         assert_eq!(names, ["user_id", "page"]);
     }
@@ -881,10 +896,16 @@ mod tests {
                 &TTL,
                 &DurationArg::Text(syn::LitStr::new(s, Span::call_site())),
             )
+            .map(|d| Dur::millis(&Some(d)).unwrap())
         };
         assert_eq!(t("90s").unwrap(), 90_000);
         assert_eq!(t("1d").unwrap(), 86_400_000);
         assert_eq!(t("250ms").unwrap(), 250);
+        // The environment's grammar (humantime), and bare seconds.
+        assert_eq!(t("1h30m").unwrap(), 5_400_000);
+        assert_eq!(t("10min").unwrap(), 600_000);
+        assert_eq!(t("2 days").unwrap(), 172_800_000);
+        assert_eq!(t(" 90 ").unwrap(), 90_000);
         assert!(t("0s").is_err());
         assert!(t("5x").is_err());
         assert!(t("").is_err());
@@ -926,15 +947,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p.lease, Some(true));
-        assert_eq!(p.lease_ttl_ms, Some(2_000));
+        assert_eq!(Dur::millis(&p.lease_ttl), Some(2_000));
         assert_eq!(p.early_refresh, Some(2.5));
-        assert_eq!(p.swr_ms, Some(30_000));
-        assert_eq!(p.sie_ms, Some(300_000));
+        assert_eq!(Dur::millis(&p.swr), Some(30_000));
+        assert_eq!(Dur::millis(&p.sie), Some(300_000));
 
         let p = read_plan(quote!()).unwrap();
         assert_eq!(
-            (p.lease, p.lease_ttl_ms, p.early_refresh, p.swr_ms, p.sie_ms),
-            (None, None, None, None, None)
+            (
+                p.lease,
+                p.lease_ttl.is_some(),
+                p.early_refresh,
+                p.swr.is_some(),
+                p.sie.is_some()
+            ),
+            (None, false, None, false, false)
         );
 
         let beta = |ts| read_plan(ts).unwrap().early_refresh;
@@ -947,11 +974,14 @@ mod tests {
     #[test]
     fn stale_options_accept_zero_as_off() {
         let p = read_plan(quote!(stale_while_revalidate = 0, stale_if_error = "0s")).unwrap();
-        assert_eq!((p.swr_ms, p.sie_ms), (Some(0), Some(0)));
+        assert_eq!(
+            (Dur::millis(&p.swr), Dur::millis(&p.sie)),
+            (Some(0), Some(0))
+        );
         let e = read_plan(quote!(stale_while_revalidate = "5x")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`stale_while_revalidate` must be a number of seconds (`stale_while_revalidate = 30`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\"; `0` turns it off for this function"
+            "`stale_while_revalidate` must be a number of seconds (`stale_while_revalidate = 30`), a duration such as \"500ms\", \"90s\", \"10min\", \"1h30m\", \"1d\", or a const expression in seconds; `0` turns it off for this function"
         );
     }
 
@@ -962,16 +992,19 @@ mod tests {
                 &LEASE_TTL,
                 &DurationArg::Text(syn::LitStr::new(s, Span::call_site())),
             )
+            .map(|d| Dur::millis(&Some(d)).unwrap())
         };
         assert_eq!(lease_ttl("500ms").unwrap(), 500);
         assert_eq!(lease_ttl("1h").unwrap(), 3_600_000);
         let e = lease_ttl("0s").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`lease_ttl` must be a positive number of seconds (`lease_ttl = 5`) or a duration such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\""
+            "`lease_ttl` must be a positive number of seconds (`lease_ttl = 5`), a duration such as \"500ms\", \"90s\", \"10min\", \"1h30m\", \"1d\", or a const expression in seconds"
         );
         assert!(read_plan(quote!(lease_ttl = 0)).is_err());
-        assert!(read_plan(quote!(lease_ttl = "5")).is_err());
+        // A bare number in a string is seconds, as in the environment.
+        assert_eq!(lease_ttl("5").unwrap(), 5_000);
+        assert!(read_plan(quote!(lease_ttl = "5 parsecs")).is_err());
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub use store::StoreKind;
 /// |---|---|
 /// | `prefix = "user:{user_id}"` | key template after the namespace; `{placeholders}` name parameters or field paths (`{user.id}`); `{{`/`}}` are literal braces |
 /// | `id = "user_id"` | a parameter (or field path) appended to the key as `:<value>` |
-/// | `ttl = 1800` / `ttl = "30m"` | seconds, or `ms`/`s`/`m`/`h`/`d`; default: the cache's default TTL |
+/// | `ttl = 1800` / `ttl = "1h30m"` / `ttl = TTL_SECS` | seconds; a duration string in the environment's grammar (`"500ms"`, `"90s"`, `"10min"`, `"1h30m"`, `"1d"`); or a const expression in seconds (`u64`); default: the cache's default TTL. `lease_ttl`, `stale_while_revalidate` and `stale_if_error` take the same forms |
 /// | `skip = [db, pool]` | parameters that do not change the result, left out of the key |
 /// | `invalidate = [...]` | after success: `get_user(user_id)` (another cached function's key, type-checked), `"user:{user_id}"` (an exact key), `"user:{user_id}:posts:*"` (a pattern: `*`, `?` or `[`), `tag("user:{user_id}")` (every entry carrying that tag) |
 /// | `tags = ["user:{user_id}", "posts"]` | read and write-through functions: labels for the entry, templates of the key's parameters; invalidating a tag makes every entry carrying it a miss, at the cost of one deletion |

@@ -79,8 +79,19 @@ pub struct SpecMetrics {
 
 #[derive(Debug)]
 struct SpecKeys {
+    /// See [`Spec::label`].
+    label: &'static str,
     events: [Key; EVENTS],
     load_duration: Key,
+}
+
+/// `repos::OrgRepo::get`: the module path without the crate's name, the
+/// impl's type when known, and the function's name.
+fn label_of(module: &str, owner: Option<&str>, name: &str) -> String {
+    let mut parts: Vec<&str> = module.split("::").skip(1).collect();
+    parts.extend(owner);
+    parts.push(name);
+    parts.join("::")
 }
 
 /// Every function that counted something, for [`function_stats`].
@@ -99,14 +110,26 @@ impl SpecMetrics {
 }
 
 impl Spec {
+    /// The function's label in metrics (`cache="repos::OrgRepo::get"`),
+    /// [`function_stats`] and spans: unambiguous across modules and impls
+    /// (an impl's type is known when `#[cached]` is on its impl block),
+    /// and short (no crate name). Computed once.
+    pub(crate) fn label(&'static self) -> &'static str {
+        self.keys().label
+    }
+
     fn keys(&'static self) -> &'static SpecKeys {
         self.metrics.keys.get_or_init(|| {
             FUNCTIONS
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .push(self);
-            let label = || vec![Label::new("cache", self.name)];
+            // Once per function, for `'static` labels.
+            let name: &'static str =
+                Box::leak(label_of(self.module, self.owner, self.name).into_boxed_str());
+            let label = || vec![Label::new("cache", name)];
             SpecKeys {
+                label: name,
                 events: EVENT_METRICS.map(|name| Key::from_parts(name, label())),
                 load_duration: Key::from_parts(LOAD_DURATION, label()),
             }
@@ -130,10 +153,10 @@ impl Spec {
         metrics::with_recorder(|r| r.register_histogram(key, &META).record(took.as_secs_f64()));
     }
 
-    fn snapshot(&self) -> FunctionStats {
+    fn snapshot(&'static self) -> FunctionStats {
         let count = |event: Event| self.metrics.counts[event as usize].load(Relaxed);
         FunctionStats {
-            name: self.name,
+            name: self.label(),
             store: self.store,
             hits: count(Event::Hit),
             misses: count(Event::Miss),
@@ -154,7 +177,9 @@ impl Spec {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FunctionStats {
-    /// The function's name.
+    /// The function's label: its module path without the crate's name, the
+    /// impl's type (when `#[cached]` is on the impl block) and its name,
+    /// e.g. `repos::OrgRepo::get`; the same as the metrics' `cache` label.
     pub name: &'static str,
     /// Its named store (`#[cached(store = "..")]`), if any.
     pub store: Option<&'static str>,

@@ -23,8 +23,12 @@ use crate::{Cache, CacheBuilder};
 /// The static description of one `#[cached]` function.
 #[derive(Debug)]
 pub struct Spec {
-    /// The function's name, for logs.
+    /// The function's name.
     pub name: &'static str,
+    /// `module_path!()` where it is declared.
+    pub module: &'static str,
+    /// The type of its impl, when `#[cached]` on the impl block names it.
+    pub owner: Option<&'static str>,
     /// `None`: the cache's default TTL.
     pub ttl: Option<Duration>,
     /// Store `None` results of `Option` returns.
@@ -235,10 +239,10 @@ pub const fn cache_none<S: HasNone>(shape: S) -> S {
 
 static NOT_INSTALLED_WARNED: AtomicBool = AtomicBool::new(false);
 
-fn warn_not_installed(function: &str) {
+fn warn_not_installed(function: Option<&'static Spec>) {
     if !NOT_INSTALLED_WARNED.swap(true, Relaxed) {
         tracing::warn!(
-            function,
+            function = function.map_or("an invalidation", Spec::label),
             "no cache installed: #[cached] functions run their bodies without caching \
              (call cache_runtime::install at start-up, or use Cache::scope)"
         );
@@ -248,12 +252,11 @@ fn warn_not_installed(function: &str) {
 /// The cache a call uses, with the tenant it runs for; `None` when the call
 /// must not touch the cache (none installed, caching disabled, or a
 /// tenant required and missing), which is counted and logged here.
-/// `call`: a call with a key of its own (a disabled cache counts it as a
-/// bypass), not an invalidation.
+/// `function`: a call of that function, with a key of its own (a disabled
+/// cache counts it as a bypass); `None`: an invalidation.
 fn resolve(
     store: Option<&'static str>,
-    function: &str,
-    call: bool,
+    function: Option<&'static Spec>,
 ) -> Option<(Current, Option<Arc<str>>)> {
     let cache = match current_in(store) {
         Ok(cache) => cache,
@@ -273,7 +276,7 @@ fn resolve(
         }
     };
     if matches!(cache.inner.store, Backend::Disabled(_)) {
-        if call {
+        if function.is_some() {
             Counters::bump(&cache.inner.counters.bypasses);
         }
         return None;
@@ -283,7 +286,7 @@ fn resolve(
         Counters::bump(&cache.inner.counters.tenant_bypasses);
         cache.degraded(
             "a cached call ran without a tenant while tenants are enforced; it bypassed the cache (wrap the request in Cache::with_tenant)",
-            &function,
+            &function.map_or("an invalidation", Spec::label),
         );
         return None;
     }
@@ -303,7 +306,7 @@ pub struct Call {
 /// borrowed arguments (before the body can move them).
 #[inline]
 pub fn call(spec: &'static Spec, write_key: impl FnOnce(&mut KeyBuilder)) -> Call {
-    match resolve(spec.store, spec.name, true) {
+    match resolve(spec.store, Some(spec)) {
         Some((cache, tenant)) => {
             let key = cache.key_for(tenant.as_deref(), KeyKind::Entry, write_key);
             Call {
@@ -388,7 +391,7 @@ where
 fn call_span(spec: &'static Spec, key: &str) -> tracing::Span {
     let span = tracing::debug_span!(
         "cached",
-        function = spec.name,
+        function = spec.label(),
         key = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
@@ -561,7 +564,7 @@ impl Invalidations {
         let at = match self.groups.iter().position(|g| g.store == store) {
             Some(at) => at,
             None => {
-                let (cache, tenant) = resolve(store, "an invalidation", false)?;
+                let (cache, tenant) = resolve(store, None)?;
                 self.groups.push(Group {
                     store,
                     cache,
@@ -660,7 +663,7 @@ pub fn key_in(store: Option<&'static str>, write_key: impl FnOnce(&mut KeyBuilde
 
 /// The `invalidate` companion.
 pub async fn invalidate_key_in(store: Option<&'static str>, key: String) {
-    if let Some((cache, _)) = resolve(store, "an invalidation", false) {
+    if let Some((cache, _)) = resolve(store, None) {
         Cache::invalidate_key(&cache, key).await;
     }
 }

@@ -18,7 +18,7 @@
 //!   change the result, so it is not part of the key;
 //! - errors are `Result::Err` and never cached; the error type
 //!   ([`AppError`]) is not even `Serialize`: only `Ok` values are stored;
-//! - a missing user is `Ok(None)`, which *is* stored (negative caching: a
+//! - a missing user is `Ok(None)`, stored with `cache_none = true` (negative caching: a
 //!   burst of lookups of an unknown id costs the database one query per TTL),
 //!   and `delete_user` invalidates it, so a deleted user is a 404 at once;
 //! - every write lists exactly the entries it changes, by the three kinds of
@@ -633,9 +633,9 @@ impl Db {
 
 // ------------------------------------------------------- cached reads
 
-/// A user's profile; `Ok(None)` if there is no such user (cached too, see
-/// the module docs). Key: `<ns>:user:<user_id>`.
-#[cached(prefix = "user", id = "user_id", ttl = "10m", skip = [db])]
+/// A user's profile; `Ok(None)` if there is no such user (cached too, with
+/// `cache_none`: see the module docs). Key: `<ns>:user:<user_id>`.
+#[cached(prefix = "user", id = "user_id", ttl = "10m", cache_none = true, skip = [db])]
 pub async fn get_user(db: &Db, user_id: i64) -> Result<Option<User>, AppError> {
     bump(&db.runs.get_user);
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");

@@ -38,6 +38,33 @@ async fn default_ttl(id: u32) -> u32 {
     id
 }
 
+/// The environment's grammar (`CACHE_DEFAULT_TTL=1h30m`) works here too.
+#[cached(prefix = "h", id = "id", ttl = "1h30m")]
+async fn compound(id: u32) -> u32 {
+    id
+}
+
+#[cached(prefix = "i", id = "id", ttl = "10min")]
+async fn long_unit(id: u32) -> u32 {
+    id
+}
+
+/// Const paths and const expressions, in seconds.
+const RATE_TTL_SECS: u64 = 120;
+mod config {
+    pub const TTL: u64 = 30;
+}
+
+#[cached(prefix = "j", id = "id", ttl = RATE_TTL_SECS, stale_if_error = 10 * 60)]
+async fn const_path(id: u32) -> u32 {
+    id
+}
+
+#[cached(prefix = "k", id = "id", ttl = 10 * 60, lease_ttl = config::TTL / 3)]
+async fn const_expr(id: u32) -> u32 {
+    id
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cache = Cache::builder().build().await.unwrap();
@@ -50,8 +77,12 @@ async fn main() {
             assert_eq!(hours(5).await, 5);
             assert_eq!(days(6).await, 6);
             assert_eq!(default_ttl(7).await, 7);
+            assert_eq!(compound(8).await, 8);
+            assert_eq!(long_unit(9).await, 9);
+            assert_eq!(const_path(10).await, 10);
+            assert_eq!(const_expr(11).await, 11);
         }
     })
     .await;
-    assert_eq!(cache.stats().hits, 7);
+    assert_eq!(cache.stats().hits, 11);
 }
