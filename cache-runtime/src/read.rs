@@ -1,6 +1,12 @@
 //! The read path of a `#[cached]` function: lookup, then on a miss single
 //! flight and a lease, early refresh and stale serving.
 //!
+//! Split in two so that almost nothing is compiled per function: [`Flow`]
+//! is the whole state machine, on bytes, compiled once; [`read`] is the
+//! thin generic shell that runs the body, encodes its result and decodes
+//! what the flow hands back. A hit crosses `Flow::start` (one lookup),
+//! a decode, and `Flow::served`.
+//!
 //! Guarantees (with leases on, the default):
 //! - concurrent misses of one key run the body once per process (single
 //!   flight) and once across processes (a lease in the key; others wait for
@@ -20,11 +26,11 @@ use bytes::Bytes;
 use crate::__private::{Shape, Spec};
 use crate::Cache;
 use crate::cache::{Lookup, warming};
-use crate::codec::Cacheable;
+use crate::codec::{Cacheable, CodecError};
 use crate::metrics::Event;
 use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
-use crate::policy::single_flight::{Leader, Outcome, Role};
+use crate::policy::single_flight::{Leader, Outcome, Role, Stamp};
 use crate::policy::tags;
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
@@ -85,12 +91,13 @@ impl Effective {
 }
 
 /// What a lookup found.
-enum Found<V> {
-    /// A servable value. `remaining`: time to its fresh expiry when known;
-    /// `stale_for`: how long it has been expired (zero when fresh);
-    /// `refreshing`: another caller holds a refresh lease on it.
+enum Found {
+    /// A servable value (its stored bytes, tags checked, not yet decoded).
+    /// `remaining`: time to its fresh expiry when known; `stale_for`: how
+    /// long it has been expired (zero when fresh); `refreshing`: another
+    /// caller holds a refresh lease on it.
     Value {
-        value: V,
+        bytes: Bytes,
         remaining: Option<Duration>,
         stale_for: Option<Duration>,
         refreshing: bool,
@@ -106,12 +113,12 @@ enum Found<V> {
 
 /// Reads the entry (and its remaining TTL when needed) and the current
 /// versions of its tags, in one round trip; also returns those versions.
-async fn look<V: Cacheable>(
+async fn look(
     cache: &Cache,
     key: &str,
     tags: &[String],
     eff: &Effective,
-) -> (Found<V>, Vec<Option<u64>>) {
+) -> (Found, Vec<Option<u64>>) {
     let store = &cache.inner.store;
     let reused = match &cache.inner.reused_versions {
         Some(r) if !tags.is_empty() => r.get_all(tags),
@@ -141,7 +148,7 @@ async fn look<V: Cacheable>(
     let (found, versions) = match read {
         Ok(found) => found,
         Err(e) => {
-            let found = match cache.classify_error::<V>(e) {
+            let found = match cache.classify_error::<()>(e) {
                 Lookup::Unavailable => Found::Unavailable,
                 _ => Found::Miss,
             };
@@ -158,11 +165,11 @@ async fn look<V: Cacheable>(
         } => (bytes, true),
         Content::Leased { value: None, .. } => return (Found::Miss, versions),
     };
-    let value = match decode_current::<V>(cache, &bytes, &versions, true) {
-        Decoded::Value(value) => value,
-        Decoded::Outdated => return (Found::Outdated, versions),
-        Decoded::Garbage => return (Found::Miss, versions),
-    };
+    match check_current(cache, &bytes, &versions, true) {
+        Current::Yes => {}
+        Current::Outdated => return (Found::Outdated, versions),
+        Current::Garbage => return (Found::Miss, versions),
+    }
     let extra = eff.stale_extra();
     let (remaining, stale_for) = match pttl {
         None | Some(Duration::MAX) => (None, None),
@@ -170,7 +177,7 @@ async fn look<V: Cacheable>(
         Some(pttl) => (Some(Duration::ZERO), Some(extra - pttl)),
     };
     let found = Found::Value {
-        value,
+        bytes,
         remaining,
         stale_for,
         refreshing,
@@ -178,61 +185,36 @@ async fn look<V: Cacheable>(
     (found, versions)
 }
 
-/// A stored value, checked against the current versions of its tags.
-enum Decoded<V> {
-    Value(V),
+/// A stored value, checked against the current versions of its tags
+/// (its typed decoding is the shell's).
+enum Current {
+    Yes,
     /// A tag moved since the value was stored.
     Outdated,
-    /// It does not decode.
+    /// Not a stored value of this codec (a decode error, counted).
     Garbage,
 }
 
-/// Decodes a stored value if the versions it recorded for its tags are
-/// still `current`; a moved tag is `Outdated` (`tag_misses`), garbage a
-/// decode error (a miss, overwritten). `count`: false when this call
-/// counted the same bytes already.
-fn decode_current<V: Cacheable>(
-    cache: &Cache,
-    bytes: &[u8],
-    current: &[Option<u64>],
-    count: bool,
-) -> Decoded<V> {
-    let decoded = crate::codec::split(bytes).and_then(|stored| {
-        if !tags::current(stored.tag_versions(), current) {
-            return Ok(None);
-        }
-        stored.decode().map(Some)
-    });
-    match decoded {
-        Ok(Some(value)) => Decoded::Value(value),
-        Ok(None) => {
+/// Checks that the versions a stored value recorded for its tags are
+/// still `current`; a moved tag is `Outdated` (`tag_misses`), bytes that
+/// are no stored value garbage. `count`: false when this call counted the
+/// same bytes already.
+fn check_current(cache: &Cache, bytes: &[u8], current: &[Option<u64>], count: bool) -> Current {
+    match crate::codec::split(bytes) {
+        Ok(stored) if tags::current(stored.tag_versions(), current) => Current::Yes,
+        Ok(_) => {
             if count {
                 Counters::bump(&cache.inner.counters.tag_misses);
             }
-            Decoded::Outdated
+            Current::Outdated
         }
         Err(e) => {
             if count {
                 cache.decode_failed(&e);
             }
-            Decoded::Garbage
+            Current::Garbage
         }
     }
-}
-
-/// Checks a value another caller stored (seen by a lease attempt) against
-/// its tags' versions as they are *now*: read again, after this call and
-/// every follower of its flight began, since a version read before (by the
-/// lookup, or before the holder created it) proves nothing about them.
-/// `Err` when the versions could not be read (counted).
-async fn decode_current_now<V: Cacheable>(
-    cache: &Cache,
-    key: &str,
-    tags: &[String],
-    bytes: &[u8],
-) -> Result<Decoded<V>, StoreError> {
-    let now = versions_now(cache, key, tags).await?;
-    Ok(decode_current(cache, bytes, &now, false))
 }
 
 /// The current versions of `tags` (none to read without tags).
@@ -274,7 +256,9 @@ async fn versions_before_body(cache: &Cache, tags: &[String], ttl: Duration) -> 
 /// its remaining fresh time (`None`: no expiry) and its tags' versions.
 pub(crate) type Keep<'a, V> = &'a (dyn Fn(&V, Option<Duration>, &[Option<u64>]) + Sync);
 
-/// Cache-aside with single flight, leases, early refresh and stale serving.
+/// Cache-aside with single flight, leases, early refresh and stale serving:
+/// the generic shell over [`Flow`]. It runs the body, encodes its result
+/// and decodes what the flow hands back; everything else is the flow's.
 /// `keep`: a `near = true` function's near tier, given each fresh value
 /// the lookup finds in Redis.
 ///
@@ -310,456 +294,781 @@ where
     S::Value: Cacheable,
     F: Future<Output = R>,
 {
-    let counters = &*cache.inner.counters;
-    let mut eff = Effective::new(cache, spec);
-    eff.near = keep.is_some();
-    let call = Miss { key, tags, eff };
-    if warming() {
-        span.record("outcome", "warm");
-        return Box::pin(warm::<S, R, F>(spec, cache, &call, body)).await;
-    }
-    let eff = &call.eff;
-    let mut looked = Looked {
-        stale: None,
-        outdated: false,
-    };
-    let (found, versions) = look::<S::Value>(cache, &call.key, &call.tags, eff).await;
-    match found {
-        Found::Value {
-            value,
-            remaining,
-            stale_for: None,
-            refreshing,
-        } => {
-            count(spec, &counters.hits, Event::Hit);
-            span.record("outcome", "hit");
-            if let Some(keep) = keep
-                && !refreshing
-            {
-                keep(&value, remaining, &versions);
-            }
-            if !refreshing
-                && eff.beta > 0.0
-                && let (Some(remaining), Some(delta)) = (remaining, spec.load_time.get())
-                && should_refresh(remaining, delta, eff.beta)
-            {
-                return Box::pin(refresh::<S, R, F>(spec, cache, &call, value, body)).await;
-            }
-            return S::from_stored(value);
-        }
-        Found::Value {
-            value,
-            stale_for: Some(stale_for),
-            refreshing,
-            ..
-        } => {
-            if stale_for < eff.swr {
-                count(spec, &counters.hits, Event::Hit);
-                count(spec, &counters.stale_served, Event::StaleServed);
-                span.record("outcome", "stale");
-                if refreshing {
+    let mut flow = Flow::new(spec, cache, key, tags, span, keep.is_some());
+    let mut step = flow.start().await;
+    loop {
+        step = match step {
+            Step::Serve(bytes) => match decode::<S::Value>(&bytes) {
+                Ok(value) => {
+                    if let (Some(keep), Some((remaining, versions))) = (keep, flow.kept()) {
+                        keep(&value, remaining, versions);
+                    }
+                    flow.served();
                     return S::from_stored(value);
                 }
-                return Box::pin(refresh::<S, R, F>(spec, cache, &call, value, body)).await;
+                Err(e) => Box::pin(flow.undecodable(&e)).await,
+            },
+            Step::Refresh(bytes) => match decode::<S::Value>(&bytes) {
+                Ok(servable) => {
+                    if let (Some(keep), Some((remaining, versions))) = (keep, flow.kept()) {
+                        keep(&servable, remaining, versions);
+                    }
+                    flow.served();
+                    let result = timed(spec, body).await;
+                    let ran = ran::<S, R>(spec, &flow, &result);
+                    return if Box::pin(flow.refreshed(ran)).await {
+                        result
+                    } else {
+                        S::from_stored(servable)
+                    };
+                }
+                Err(e) => Box::pin(flow.undecodable(&e)).await,
+            },
+            Step::Run => {
+                let result = timed(spec, body).await;
+                let ran = ran::<S, R>(spec, &flow, &result);
+                // `stale_if_error`: a failed result is replaced by the
+                // stale value, if any (and if it decodes).
+                return match Box::pin(flow.ran(ran)).await {
+                    Some(stale) => decode::<S::Value>(&stale).map_or(result, S::from_stored),
+                    None => result,
+                };
             }
-            count(spec, &counters.misses, Event::Miss);
-            span.record("outcome", "miss");
-            if stale_for < eff.sie {
-                looked.stale = Some(value);
-            }
-        }
-        Found::Miss | Found::Outdated => {
-            looked.outdated = matches!(found, Found::Outdated);
-            count(spec, &counters.misses, Event::Miss);
-            span.record("outcome", "miss");
-        }
-        Found::Unavailable => {
-            span.record("outcome", "unavailable");
-            return Box::pin(unreachable::<S, R, F>(spec, cache, &call.key, body)).await;
-        }
+        };
     }
-    // The cold paths are boxed: the future of a hit stays small (it is
-    // created and moved on every call), a miss pays one allocation.
-    Box::pin(miss::<S, R, F>(spec, cache, &call, looked, body)).await
 }
 
-/// What the cold paths need of a call.
-struct Miss {
+/// Decodes stored bytes (envelope and value).
+#[inline]
+fn decode<V: Cacheable>(bytes: &[u8]) -> Result<V, CodecError> {
+    crate::codec::split(bytes).and_then(|stored| stored.decode())
+}
+
+/// What the flow needs of a finished body: whether its shape stores it,
+/// its encoding when the flow wants one, whether it succeeded.
+fn ran<S: Shape<R>, R>(spec: &'static Spec, flow: &Flow<'_>, result: &R) -> Ran
+where
+    S::Value: Cacheable,
+{
+    let value = S::to_store(result, spec.cache_none);
+    let bytes = match (value, flow.wants()) {
+        (Some(value), Some(tag_versions)) => flow.cache.encode(value, tag_versions),
+        _ => None,
+    };
+    Ran {
+        storable: value.is_some(),
+        bytes,
+        success: S::is_success(result),
+    }
+}
+
+/// What the shell does next.
+pub(crate) enum Step {
+    /// Decode these stored bytes and return the value; then
+    /// [`Flow::served`], or [`Flow::undecodable`] when they do not decode.
+    Serve(Bytes),
+    /// Decode this servable value, run the body, and report with
+    /// [`Flow::refreshed`]: the value is returned if the body fails.
+    Refresh(Bytes),
+    /// Run the body and report with [`Flow::ran`].
+    Run,
+}
+
+/// A finished body's result, as the flow sees it.
+pub(crate) struct Ran {
+    /// Its shape stores it (`Ok`, `Some`, a plain value).
+    storable: bool,
+    /// Its encoding, with the tag versions [`Flow::wants`] gave; `None`
+    /// when not wanted, not storable, or it did not encode (counted).
+    bytes: Option<Vec<u8>>,
+    /// `Ok` (or any value of a type that can not fail).
+    success: bool,
+}
+
+/// What a [`Step::Serve`] hands out, for [`Flow::served`] to count (and,
+/// for a value seen under another process's lease, to share) once it
+/// decoded.
+enum Pending {
+    None,
+    /// The lookup's value, fresh.
+    Hit,
+    /// The lookup's value, expired but within `stale_while_revalidate`.
+    Stale,
+    /// The leader's result (in-process follower).
+    Coalesced,
+    /// A late follower's second lookup.
+    Relooked,
+    /// Another process's fill, seen by this leader's lease attempt.
+    Held {
+        leader: Leader,
+        sent: Stamp,
+        bytes: Bytes,
+    },
+}
+
+/// What happens after the body runs.
+enum Running {
+    /// Nothing: a run of its own (a lease wait that timed out, a follower
+    /// whose leader's result did not decode).
+    Alone,
+    /// The leader holds the key's lease: fill it.
+    Leased {
+        leader: Leader,
+        lease: LeaseGuard,
+        recorded: Option<Vec<u64>>,
+        body_started: Stamp,
+    },
+    /// Plain cache-aside `SET`.
+    Plain {
+        leader: Leader,
+        recorded: Option<Vec<u64>>,
+        started: Stamp,
+    },
+    /// The store did not answer: share with this process's callers only.
+    Uncached { leader: Leader, started: Stamp },
+    /// A refresh of a servable value.
+    Refresh {
+        leader: Leader,
+        lease: Option<LeaseGuard>,
+        recorded: Option<Vec<u64>>,
+        started: Stamp,
+    },
+    /// A call inside [`Cache::warm`].
+    Warm {
+        lease: Option<LeaseGuard>,
+        recorded: Option<Vec<u64>>,
+    },
+}
+
+/// One cached call's state machine, on bytes: the lookup, single flight,
+/// leases, tags, refresh, stale serving and warming, for every function
+/// alike (compiled once). The shell ([`read`]) drives it through
+/// [`Step`]s.
+pub(crate) struct Flow<'c> {
+    spec: &'static Spec,
+    cache: &'c Cache,
     key: String,
     tags: Vec<String>,
     eff: Effective,
-}
-
-/// What a miss's lookup found besides the miss.
-struct Looked<V> {
+    span: &'c tracing::Span,
     /// An expired value kept for `stale_if_error`.
-    stale: Option<V>,
+    stale: Option<Bytes>,
     /// The key holds a value whose tags moved.
     outdated: bool,
+    /// A fresh value's remaining time and tag versions, for the near tier.
+    keep: Option<(Option<Duration>, Vec<Option<u64>>)>,
+    pending: Pending,
+    running: Running,
 }
 
-/// The store did not answer the lookup (down, or the breaker is open):
-/// concurrent callers of this process still share one run of the body (the
-/// database needs protecting most while the cache is down); nothing is
-/// stored and no lease taken. Nothing can confirm that a result computed
-/// before a caller began is still current, so a caller that comes after
-/// the body started shares the next run instead, which starts when this
-/// one ends: one body at a time per key, each shared with the callers
-/// that began before it.
-async fn unreachable<S, R, F>(spec: &'static Spec, cache: &Cache, key: &str, body: F) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let mut leader = loop {
-        match cache.inner.flights.join_queued(key) {
-            Role::Leader(leader) => break leader,
-            Role::Follower(follower) => match follower.wait().await {
-                Outcome::Done(Some(bytes)) => {
-                    if let Some(value) = cache.decode::<S::Value>(&bytes) {
-                        count(spec, &cache.inner.counters.coalesced, Event::Coalesced);
-                        return S::from_stored(value);
-                    }
-                    return timed(spec, body).await;
-                }
-                Outcome::Done(None) => return timed(spec, body).await,
-                Outcome::Late | Outcome::Abandoned => continue,
-            },
+impl<'c> Flow<'c> {
+    #[inline]
+    fn new(
+        spec: &'static Spec,
+        cache: &'c Cache,
+        key: String,
+        tags: Vec<String>,
+        span: &'c tracing::Span,
+        near: bool,
+    ) -> Self {
+        let mut eff = Effective::new(cache, spec);
+        eff.near = near;
+        Flow {
+            spec,
+            cache,
+            key,
+            tags,
+            eff,
+            span,
+            stale: None,
+            outdated: false,
+            keep: None,
+            pending: Pending::None,
+            running: Running::Alone,
         }
-    };
-    leader.ready().await;
-    uncached::<S, R, F>(spec, cache, None, leader, body).await
-}
+    }
 
-/// A miss: join or lead the key's flight; the leader takes the lease, runs
-/// the body and fills.
-async fn miss<S, R, F>(
-    spec: &'static Spec,
-    cache: &Cache,
-    call: &Miss,
-    mut looked: Looked<S::Value>,
-    body: F,
-) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let counters = &*cache.inner.counters;
-    let (key, eff) = (&call.key, &call.eff);
-    let leader = loop {
-        match cache.inner.flights.join(key) {
-            Role::Leader(leader) => break leader,
-            Role::Follower(follower) => match follower.wait().await {
-                Outcome::Done(Some(bytes)) => {
-                    if let Some(value) = cache.decode::<S::Value>(&bytes) {
-                        count(spec, &counters.coalesced, Event::Coalesced);
-                        return S::from_stored(value);
-                    }
-                    let result = timed(spec, body).await;
-                    return or_stale::<S, R>(spec, cache, result, looked.stale);
+    /// The lookup, and what it leads to.
+    async fn start(&mut self) -> Step {
+        if warming() {
+            self.span.record("outcome", "warm");
+            return Box::pin(self.warm()).await;
+        }
+        let (found, versions) = look(self.cache, &self.key, &self.tags, &self.eff).await;
+        let eff = &self.eff;
+        match found {
+            Found::Value {
+                bytes,
+                remaining,
+                stale_for: None,
+                refreshing,
+            } => {
+                self.span.record("outcome", "hit");
+                self.pending = Pending::Hit;
+                if eff.near && !refreshing {
+                    self.keep = Some((remaining, versions));
                 }
-                Outcome::Done(None) => {
-                    let result = timed(spec, body).await;
-                    return or_stale::<S, R>(spec, cache, result, looked.stale);
+                if !refreshing
+                    && eff.beta > 0.0
+                    && let (Some(remaining), Some(delta)) = (remaining, self.spec.load_time.get())
+                    && should_refresh(remaining, delta, eff.beta)
+                {
+                    return Box::pin(self.refresh(bytes)).await;
                 }
-                // The leader's value was confirmed before we joined: look
-                // again (it is most likely a hit now).
-                Outcome::Late => match look::<S::Value>(cache, key, &call.tags, eff).await.0 {
-                    Found::Value {
-                        value,
-                        stale_for: None,
-                        ..
-                    } => {
-                        count(spec, &counters.coalesced, Event::Coalesced);
-                        return S::from_stored(value);
+                Step::Serve(bytes)
+            }
+            Found::Value {
+                bytes,
+                stale_for: Some(stale_for),
+                refreshing,
+                ..
+            } => {
+                if stale_for < eff.swr {
+                    self.span.record("outcome", "stale");
+                    self.pending = Pending::Stale;
+                    if refreshing {
+                        return Step::Serve(bytes);
                     }
-                    Found::Value {
-                        value,
-                        stale_for: Some(stale_for),
-                        ..
-                    } => {
-                        if stale_for < eff.sie {
-                            looked.stale = Some(value);
+                    return Box::pin(self.refresh(bytes)).await;
+                }
+                self.missed();
+                if stale_for < eff.sie {
+                    self.stale = Some(bytes);
+                }
+                Box::pin(self.miss()).await
+            }
+            Found::Miss | Found::Outdated => {
+                self.outdated = matches!(found, Found::Outdated);
+                self.missed();
+                Box::pin(self.miss()).await
+            }
+            Found::Unavailable => {
+                self.span.record("outcome", "unavailable");
+                Box::pin(self.unreachable()).await
+            }
+        }
+    }
+
+    /// Counts a miss of the lookup.
+    fn missed(&self) {
+        count(self.spec, &self.cache.inner.counters.misses, Event::Miss);
+        self.span.record("outcome", "miss");
+    }
+
+    /// The value of the last [`Step::Serve`] or [`Step::Refresh`] decoded
+    /// and is returned: count it.
+    #[inline]
+    fn served(&mut self) {
+        let counters = &*self.cache.inner.counters;
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::Hit => count(self.spec, &counters.hits, Event::Hit),
+            Pending::Stale => {
+                count(self.spec, &counters.hits, Event::Hit);
+                count(self.spec, &counters.stale_served, Event::StaleServed);
+            }
+            Pending::Coalesced | Pending::Relooked => {
+                count(self.spec, &counters.coalesced, Event::Coalesced);
+            }
+            Pending::Held {
+                leader,
+                sent,
+                bytes,
+            } => {
+                count(self.spec, &counters.coalesced, Event::Coalesced);
+                leader.finish(Some(bytes), sent);
+            }
+            Pending::None => {}
+        }
+    }
+
+    /// The near tier's part of a fresh hit: remaining time and versions.
+    #[inline]
+    fn kept(&self) -> Option<(Option<Duration>, &[Option<u64>])> {
+        self.keep.as_ref().map(|(r, v)| (*r, v.as_slice()))
+    }
+
+    /// The value of the last [`Step::Serve`] or [`Step::Refresh`] does not
+    /// decode into the return type (a changed type, or garbage): go on as
+    /// if it had not been there.
+    async fn undecodable(&mut self, e: &CodecError) -> Step {
+        self.keep = None;
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::Hit | Pending::Stale => {
+                self.cache.decode_failed(e);
+                if let Running::Refresh { leader, lease, .. } =
+                    std::mem::replace(&mut self.running, Running::Alone)
+                {
+                    if let Some(lease) = lease {
+                        lease.release(false).await;
+                    }
+                    drop(leader);
+                }
+                self.missed();
+                self.miss().await
+            }
+            Pending::Coalesced => {
+                self.cache.decode_failed(e);
+                self.running = Running::Alone;
+                Step::Run
+            }
+            Pending::Relooked => {
+                self.cache.decode_failed(e);
+                self.miss().await
+            }
+            // Counted by the lookup that saw the same bytes.
+            Pending::Held { leader, .. } => self.plain(leader).await,
+            Pending::None => {
+                self.running = Running::Alone;
+                Step::Run
+            }
+        }
+    }
+
+    /// The tag versions to encode the body's result with, when this run
+    /// stores or shares it.
+    fn wants(&self) -> Option<&[u64]> {
+        match &self.running {
+            Running::Leased { recorded, .. }
+            | Running::Plain { recorded, .. }
+            | Running::Refresh { recorded, .. }
+            | Running::Warm { recorded, .. } => recorded.as_deref(),
+            Running::Uncached { .. } => Some(&[]),
+            Running::Alone => None,
+        }
+    }
+
+    /// The store did not answer the lookup (down, or the breaker is open):
+    /// concurrent callers of this process still share one run of the body
+    /// (the database needs protecting most while the cache is down);
+    /// nothing is stored and no lease taken. Nothing can confirm that a
+    /// result computed before a caller began is still current, so a caller
+    /// that comes after the body started shares the next run instead, which
+    /// starts when this one ends: one body at a time per key, each shared
+    /// with the callers that began before it.
+    async fn unreachable(&mut self) -> Step {
+        let mut leader = loop {
+            match self.cache.inner.flights.join_queued(&self.key) {
+                Role::Leader(leader) => break leader,
+                Role::Follower(follower) => match follower.wait().await {
+                    Outcome::Done(Some(bytes)) => {
+                        self.pending = Pending::Coalesced;
+                        return Step::Serve(bytes);
+                    }
+                    Outcome::Done(None) => {
+                        self.running = Running::Alone;
+                        return Step::Run;
+                    }
+                    Outcome::Late | Outcome::Abandoned => continue,
+                },
+            }
+        };
+        leader.ready().await;
+        self.uncached(leader)
+    }
+
+    /// A miss: join or lead the key's flight; the leader takes the lease
+    /// (the body runs next).
+    async fn miss(&mut self) -> Step {
+        let counters = &*self.cache.inner.counters;
+        let leader = loop {
+            match self.cache.inner.flights.join(&self.key) {
+                Role::Leader(leader) => break leader,
+                Role::Follower(follower) => match follower.wait().await {
+                    Outcome::Done(Some(bytes)) => {
+                        self.pending = Pending::Coalesced;
+                        return Step::Serve(bytes);
+                    }
+                    Outcome::Done(None) => {
+                        self.running = Running::Alone;
+                        return Step::Run;
+                    }
+                    // The leader's value was confirmed before we joined: look
+                    // again (it is most likely a hit now).
+                    Outcome::Late => {
+                        match look(self.cache, &self.key, &self.tags, &self.eff).await.0 {
+                            Found::Value {
+                                bytes,
+                                stale_for: None,
+                                ..
+                            } => {
+                                self.pending = Pending::Relooked;
+                                return Step::Serve(bytes);
+                            }
+                            Found::Value {
+                                bytes,
+                                stale_for: Some(stale_for),
+                                ..
+                            } => {
+                                if stale_for < self.eff.sie {
+                                    self.stale = Some(bytes);
+                                }
+                            }
+                            Found::Miss => {}
+                            Found::Outdated => self.outdated = true,
+                            Found::Unavailable => return Box::pin(self.unreachable()).await,
                         }
                     }
-                    Found::Miss => {}
-                    Found::Outdated => looked.outdated = true,
-                    Found::Unavailable => {
-                        let result = Box::pin(unreachable::<S, R, F>(spec, cache, key, body)).await;
-                        return or_stale::<S, R>(spec, cache, result, looked.stale);
-                    }
+                    // The leader was cancelled: one of its followers leads now.
+                    Outcome::Abandoned => continue,
                 },
-                // The leader was cancelled: one of its followers leads now.
-                Outcome::Abandoned => continue,
-            },
+            }
+        };
+        if !self.eff.leases {
+            return self.plain(leader).await;
         }
-    };
-    if !eff.leases {
-        return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
+
+        let store = &self.cache.inner.store;
+        let eff = &self.eff;
+        let token = Token::new();
+        // `lease_wait` bounds the wait for each holder: when a dead holder's
+        // lease expires and another process takes it over, the clock
+        // restarts (at most once more), so the takeover's fill is waited
+        // for too.
+        let mut started = Instant::now();
+        let mut holder: Option<Bytes> = None;
+        let mut takeovers = 0;
+        let mut pause = Duration::from_millis(2);
+        let mut waited = false;
+        // An expired value kept for stale serving is leased over; a fresh
+        // one is a fill that landed since the lookup. A value whose tags
+        // moved is leased over too (recomputed while it is not served).
+        let mut purpose = if self.outdated {
+            LeaseFor::Refresh
+        } else {
+            LeaseFor::Miss {
+                stale_within: eff.stale_extra(),
+            }
+        };
+        loop {
+            let sent = leader.stamp();
+            match store.lease(&self.key, &token, eff.lease_ttl, purpose).await {
+                Ok(LeaseReply::Acquired) => break,
+                Ok(LeaseReply::Held(Content::Value(bytes))) => {
+                    // Filled since our lookup (by the holder we waited for,
+                    // or just before we asked): checked against the tags'
+                    // versions as they are *now*, read again after this
+                    // call and every follower of its flight began (a
+                    // version read before proves nothing about them).
+                    // Garbage was counted by the lookup.
+                    match versions_now(self.cache, &self.key, &self.tags).await {
+                        Ok(now) => match check_current(self.cache, &bytes, &now, false) {
+                            Current::Yes => {
+                                self.pending = Pending::Held {
+                                    leader,
+                                    sent,
+                                    bytes: bytes.clone(),
+                                };
+                                return Step::Serve(bytes);
+                            }
+                            Current::Outdated => purpose = LeaseFor::Refresh,
+                            Current::Garbage => return self.plain(leader).await,
+                        },
+                        Err(e) => {
+                            self.cache.store_failed(&e);
+                            return self.uncached(leader);
+                        }
+                    }
+                }
+                Err(StoreError::WrongType(_)) => return self.plain(leader).await,
+                Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
+                    if !waited {
+                        waited = true;
+                        count(self.spec, &counters.lease_waits, Event::LeaseWait);
+                    }
+                    if holder.as_ref().is_some_and(|h| *h != theirs) && takeovers < 1 {
+                        takeovers += 1;
+                        started = Instant::now();
+                    }
+                    holder = Some(theirs);
+                    // Someone else is computing it: their fill is what we
+                    // wait for, not a value to lease over again.
+                    purpose = LeaseFor::Miss {
+                        stale_within: eff.stale_extra(),
+                    };
+                    let left = eff.lease_wait.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        // The holder is slow or gone and its lease not yet
+                        // expired: run the body rather than wait longer.
+                        // Without a lease the result is not stored, and not
+                        // shared.
+                        Counters::bump(&counters.lease_wait_timeouts);
+                        drop(leader);
+                        self.running = Running::Alone;
+                        return Step::Run;
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    let unavailable = e.is_unavailable();
+                    self.cache.store_failed(&e);
+                    if unavailable {
+                        return self.uncached(leader);
+                    }
+                    // An error reply (e.g. scripts disabled): plain cache-aside.
+                    return self.plain(leader).await;
+                }
+            }
+        }
+
+        // We hold the lease: read the tags' versions; the body runs next.
+        let lease = LeaseGuard::new(self.cache, &self.key, token);
+        let recorded = versions_before_body(self.cache, &self.tags, eff.tag_ttl()).await;
+        let body_started = leader.stamp();
+        self.running = Running::Leased {
+            leader,
+            lease,
+            recorded,
+            body_started,
+        };
+        Step::Run
     }
 
-    let store = &cache.inner.store;
-    let token = Token::new();
-    // `lease_wait` bounds the wait for each holder: when a dead holder's
-    // lease expires and another process takes it over, the clock restarts
-    // (at most once more), so the takeover's fill is waited for too.
-    let mut started = Instant::now();
-    let mut holder: Option<Bytes> = None;
-    let mut takeovers = 0;
-    let mut pause = Duration::from_millis(2);
-    let mut waited = false;
-    // An expired value kept for stale serving is leased over; a fresh one
-    // is a fill that landed since the lookup. A value whose tags moved is
-    // leased over too (recomputed while it is not served).
-    let mut purpose = if looked.outdated {
-        LeaseFor::Refresh
-    } else {
-        LeaseFor::Miss {
-            stale_within: eff.stale_extra(),
-        }
-    };
-    loop {
-        let sent = leader.stamp();
-        match store.lease(key, &token, eff.lease_ttl, purpose).await {
-            Ok(LeaseReply::Acquired) => break,
-            Ok(LeaseReply::Held(Content::Value(bytes))) => {
-                // Filled since our lookup (by the holder we waited for, or
-                // just before we asked). Garbage was counted by the lookup.
-                match decode_current_now::<S::Value>(cache, key, &call.tags, &bytes).await {
-                    Ok(Decoded::Value(value)) => {
-                        count(spec, &counters.coalesced, Event::Coalesced);
-                        leader.finish(Some(bytes), sent);
-                        return S::from_stored(value);
+    /// The store did not answer: run the body and share its result with
+    /// this process's callers that joined before it started (they would
+    /// only load the database), store nothing.
+    fn uncached(&mut self, leader: Leader) -> Step {
+        let started = leader.body_started();
+        self.running = Running::Uncached { leader, started };
+        Step::Run
+    }
+
+    /// Plain cache-aside: run the body and `SET` its result. With leases
+    /// off, and over garbage or a foreign Redis type under the key (counted
+    /// by the lookup), where there is nothing to lease against. Nothing
+    /// confirms the result after the body started, so only followers that
+    /// joined before it receive it.
+    async fn plain(&mut self, leader: Leader) -> Step {
+        let recorded = versions_before_body(self.cache, &self.tags, self.eff.tag_ttl()).await;
+        let started = leader.body_started();
+        self.running = Running::Plain {
+            leader,
+            recorded,
+            started,
+        };
+        Step::Run
+    }
+
+    /// The body ran ([`Step::Run`]): store or share its result as the run
+    /// requires. Returns the stale value to return instead
+    /// (`stale_if_error`), if the body failed and one is kept.
+    async fn ran(&mut self, ran: Ran) -> Option<Bytes> {
+        let Ran {
+            storable,
+            bytes,
+            success,
+        } = ran;
+        let cache = self.cache;
+        let ttl = self.eff.store_ttl();
+        match std::mem::replace(&mut self.running, Running::Alone) {
+            Running::Alone => {}
+            Running::Leased {
+                leader,
+                lease,
+                recorded,
+                body_started,
+            } => {
+                let (shared, confirmed) = match (storable, recorded) {
+                    (true, Some(recorded)) => {
+                        let sent = leader.stamp();
+                        match lease.fill_encoded(bytes, &recorded, &self.tags, ttl).await {
+                            Filled::Stored(bytes) => (Some(bytes), sent),
+                            Filled::Unconfirmed(bytes) => (Some(bytes), body_started),
+                            Filled::NotEncoded => (None, sent),
+                            Filled::Lost => {
+                                // Invalidated (or Redis lost the lease) while
+                                // the body ran: this result may predate the
+                                // invalidation, so it is not shared. The
+                                // flight ends without a result: the waiting
+                                // callers start over, and one of them leads
+                                // (and leases) again, rather than each
+                                // running the body.
+                                drop(leader);
+                                return self.or_stale(success);
+                            }
+                        }
                     }
-                    Ok(Decoded::Outdated) => purpose = LeaseFor::Refresh,
-                    Ok(Decoded::Garbage) => {
-                        return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body)
-                            .await;
+                    (true, None) => {
+                        lease.release(false).await;
+                        (None, body_started)
                     }
-                    Err(e) => {
-                        cache.store_failed(&e);
-                        return uncached::<S, R, F>(spec, cache, looked.stale, leader, body).await;
+                    // A failure leaves what was there (an expired value kept
+                    // for `stale_if_error`); a success that is not stored
+                    // removes it.
+                    (false, _) => {
+                        lease.release(!success).await;
+                        (None, body_started)
                     }
-                }
-            }
-            Err(StoreError::WrongType(_)) => {
-                return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
-            }
-            Ok(LeaseReply::Held(Content::Leased { token: theirs, .. })) => {
-                if !waited {
-                    waited = true;
-                    count(spec, &counters.lease_waits, Event::LeaseWait);
-                }
-                if holder.as_ref().is_some_and(|h| *h != theirs) && takeovers < 1 {
-                    takeovers += 1;
-                    started = Instant::now();
-                }
-                holder = Some(theirs);
-                // Someone else is computing it: their fill is what we wait
-                // for, not a value to lease over again.
-                purpose = LeaseFor::Miss {
-                    stale_within: eff.stale_extra(),
                 };
-                let left = eff.lease_wait.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    // The holder is slow or gone and its lease not yet
-                    // expired: run the body rather than wait longer. Without
-                    // a lease the result is not stored, and not shared.
-                    Counters::bump(&counters.lease_wait_timeouts);
-                    drop(leader);
-                    let result = timed(spec, body).await;
-                    return or_stale::<S, R>(spec, cache, result, looked.stale);
-                }
-                tokio::time::sleep(pause.min(left)).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
+                leader.finish(shared, confirmed);
             }
-            Err(e) => {
-                let unavailable = e.is_unavailable();
-                cache.store_failed(&e);
-                if unavailable {
-                    return uncached::<S, R, F>(spec, cache, looked.stale, leader, body).await;
-                }
-                // An error reply (e.g. scripts disabled): plain cache-aside.
-                return plain::<S, R, F>(spec, cache, call, looked.stale, leader, body).await;
+            Running::Plain {
+                leader,
+                recorded,
+                started,
+            } => {
+                let shared = match (storable, recorded, bytes) {
+                    (true, Some(_), Some(bytes)) => {
+                        cache.set_bytes(&self.key, Bytes::from(bytes), ttl).await
+                    }
+                    _ => None,
+                };
+                leader.finish(shared, started);
             }
+            Running::Uncached { leader, started } => {
+                leader.finish(bytes.map(Bytes::from), started);
+            }
+            Running::Warm { lease, recorded } => {
+                let stored = match (storable, lease, recorded) {
+                    (true, Some(lease), Some(recorded)) => matches!(
+                        lease.fill_encoded(bytes, &recorded, &self.tags, ttl).await,
+                        Filled::Stored(_)
+                    ),
+                    (true, None, Some(_)) => match bytes {
+                        Some(bytes) => cache
+                            .set_bytes(&self.key, Bytes::from(bytes), ttl)
+                            .await
+                            .is_some(),
+                        None => false,
+                    },
+                    (_, lease, _) => {
+                        if let Some(lease) = lease {
+                            lease.release(!success).await;
+                        }
+                        false
+                    }
+                };
+                if stored {
+                    Counters::bump(&cache.inner.counters.warmed);
+                }
+            }
+            Running::Refresh { .. } => unreachable!("a refresh ends in `refreshed`"),
         }
+        self.or_stale(success)
     }
 
-    // We hold the lease: read the tags' versions, run the body, then fill.
-    let lease = LeaseGuard::new(cache, key, token);
-    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
-    let body_started = leader.stamp();
-    let result = timed(spec, body).await;
-    let (shared, confirmed) = match (S::to_store(&result, spec.cache_none), recorded) {
-        (Some(value), Some(recorded)) => {
-            let sent = leader.stamp();
-            match lease
-                .fill(value, &recorded, &call.tags, eff.store_ttl())
-                .await
-            {
-                Filled::Stored(bytes) => (Some(bytes), sent),
-                Filled::Unconfirmed(bytes) => (Some(bytes), body_started),
-                Filled::NotEncoded => (None, sent),
-                Filled::Lost => {
-                    // Invalidated (or Redis lost the lease) while the body ran:
-                    // this result may predate the invalidation, so it is not
-                    // shared. The flight ends without a result: the waiting
-                    // callers start over, and one of them leads (and leases)
-                    // again, rather than each running the body.
-                    drop(leader);
-                    return or_stale::<S, R>(spec, cache, result, looked.stale);
-                }
-            }
+    /// `stale_if_error`: the stale value to return instead of a failure.
+    fn or_stale(&mut self, success: bool) -> Option<Bytes> {
+        if success {
+            return None;
         }
-        (Some(_), None) => {
-            lease.release(false).await;
-            (None, body_started)
-        }
-        // A failure leaves what was there (an expired value kept for
-        // `stale_if_error`); a success that is not stored removes it.
-        (None, _) => {
-            lease.release(!S::is_success(&result)).await;
-            (None, body_started)
-        }
-    };
-    leader.finish(shared, confirmed);
-    or_stale::<S, R>(spec, cache, result, looked.stale)
-}
-
-/// The store did not answer: run the body and share its result with this
-/// process's callers that joined before it started (they would only load
-/// the database), store nothing.
-async fn uncached<S, R, F>(
-    spec: &'static Spec,
-    cache: &Cache,
-    stale: Option<S::Value>,
-    leader: Leader,
-    body: F,
-) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let started = leader.body_started();
-    let result = timed(spec, body).await;
-    let shared = S::to_store(&result, spec.cache_none)
-        .and_then(|value| cache.encode(value, &[]))
-        .map(Bytes::from);
-    leader.finish(shared, started);
-    or_stale::<S, R>(spec, cache, result, stale)
-}
-
-/// Plain cache-aside: run the body and `SET` its result. With leases off,
-/// and over garbage or a foreign Redis type under the key (counted by the
-/// lookup), where there is nothing to lease against. Nothing confirms the
-/// result after the body started, so only followers that joined before it
-/// receive it.
-async fn plain<S, R, F>(
-    spec: &'static Spec,
-    cache: &Cache,
-    call: &Miss,
-    stale: Option<S::Value>,
-    leader: Leader,
-    body: F,
-) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let eff = &call.eff;
-    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
-    let started = leader.body_started();
-    let result = timed(spec, body).await;
-    let shared = match (S::to_store(&result, spec.cache_none), recorded) {
-        (Some(value), Some(recorded)) => {
-            cache
-                .set_encoded(&call.key, value, &recorded, eff.store_ttl())
-                .await
-        }
-        _ => None,
-    };
-    leader.finish(shared, started);
-    or_stale::<S, R>(spec, cache, result, stale)
-}
-
-/// A refresh of a servable value (early, or stale within
-/// `stale_while_revalidate`): one caller per key recomputes it under a lease
-/// while every other caller, in every process, keeps being served the value.
-/// A refresh that can not start, or whose body fails, returns the value.
-async fn refresh<S, R, F>(
-    spec: &'static Spec,
-    cache: &Cache,
-    call: &Miss,
-    servable: S::Value,
-    body: F,
-) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let counters = &*cache.inner.counters;
-    let (key, eff) = (call.key.as_str(), &call.eff);
-    let Some(leader) = cache.inner.flights.try_lead(key) else {
-        return S::from_stored(servable);
-    };
-    let Ok(lease) = lease_over_present(cache, key, eff.leases, eff.lease_ttl).await else {
-        return S::from_stored(servable);
-    };
-    count(spec, &counters.refreshes, Event::Refresh);
-    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
-    let started = leader.stamp();
-    let result = timed(spec, body).await;
-    if !S::is_success(&result) {
-        Counters::bump(&counters.refresh_failures);
-        if let Some(lease) = lease {
-            lease.release(true).await;
-        }
-        drop(leader);
-        return S::from_stored(servable);
+        let stale = self.stale.take()?;
+        count(
+            self.spec,
+            &self.cache.inner.counters.stale_on_error,
+            Event::StaleServed,
+        );
+        Some(stale)
     }
-    let (shared, confirmed) = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => {
-            let sent = leader.stamp();
-            match lease
-                .fill(value, &recorded, &call.tags, eff.store_ttl())
-                .await
-            {
-                Filled::Stored(bytes) => (Some(bytes), sent),
-                Filled::Unconfirmed(bytes) => (Some(bytes), started),
-                Filled::NotEncoded | Filled::Lost => (None, sent),
-            }
-        }
-        (Some(value), None, Some(recorded)) => {
-            let stored = cache
-                .set_encoded(key, value, &recorded, eff.store_ttl())
-                .await;
-            (stored, started)
-        }
-        // The tags' versions could not be read: store nothing.
-        (Some(_), lease, None) => {
+
+    /// A refresh of a servable value (early, or stale within
+    /// `stale_while_revalidate`): one caller per key recomputes it under a
+    /// lease while every other caller, in every process, keeps being served
+    /// the value. A refresh that can not start serves the value.
+    async fn refresh(&mut self, servable: Bytes) -> Step {
+        let Some(leader) = self.cache.inner.flights.try_lead(&self.key) else {
+            return Step::Serve(servable);
+        };
+        let Ok(lease) =
+            lease_over_present(self.cache, &self.key, self.eff.leases, self.eff.lease_ttl).await
+        else {
+            return Step::Serve(servable);
+        };
+        count(
+            self.spec,
+            &self.cache.inner.counters.refreshes,
+            Event::Refresh,
+        );
+        let recorded = versions_before_body(self.cache, &self.tags, self.eff.tag_ttl()).await;
+        let started = leader.stamp();
+        self.running = Running::Refresh {
+            leader,
+            lease,
+            recorded,
+            started,
+        };
+        Step::Refresh(servable)
+    }
+
+    /// The body of a [`Step::Refresh`] ran: store its result. `false`: it
+    /// failed, and the servable value is returned instead.
+    async fn refreshed(&mut self, ran: Ran) -> bool {
+        let Running::Refresh {
+            leader,
+            lease,
+            recorded,
+            started,
+        } = std::mem::replace(&mut self.running, Running::Alone)
+        else {
+            unreachable!("`refreshed` follows `Step::Refresh`");
+        };
+        let cache = self.cache;
+        let key = self.key.as_str();
+        let ttl = self.eff.store_ttl();
+        if !ran.success {
+            Counters::bump(&cache.inner.counters.refresh_failures);
             if let Some(lease) = lease {
                 lease.release(true).await;
             }
-            (None, started)
+            drop(leader);
+            return false;
         }
-        // A result that is not stored (e.g. `None` without `cache_none`)
-        // must not leave the old value behind.
-        (None, Some(lease), _) => {
-            lease.release(false).await;
-            (None, started)
-        }
-        (None, None, _) => {
-            cache.invalidate_key(key).await;
-            (None, started)
-        }
-    };
-    leader.finish(shared, confirmed);
-    result
+        let (shared, confirmed) = match (ran.storable, lease, recorded) {
+            (true, Some(lease), Some(recorded)) => {
+                let sent = leader.stamp();
+                match lease
+                    .fill_encoded(ran.bytes, &recorded, &self.tags, ttl)
+                    .await
+                {
+                    Filled::Stored(bytes) => (Some(bytes), sent),
+                    Filled::Unconfirmed(bytes) => (Some(bytes), started),
+                    Filled::NotEncoded | Filled::Lost => (None, sent),
+                }
+            }
+            (true, None, Some(_)) => {
+                let stored = match ran.bytes {
+                    Some(bytes) => cache.set_bytes(key, Bytes::from(bytes), ttl).await,
+                    None => None,
+                };
+                (stored, started)
+            }
+            // The tags' versions could not be read: store nothing.
+            (true, lease, None) => {
+                if let Some(lease) = lease {
+                    lease.release(true).await;
+                }
+                (None, started)
+            }
+            // A result that is not stored (e.g. `None` without `cache_none`)
+            // must not leave the old value behind.
+            (false, Some(lease), _) => {
+                lease.release(false).await;
+                (None, started)
+            }
+            (false, None, _) => {
+                cache.invalidate_key(key).await;
+                (None, started)
+            }
+        };
+        leader.finish(shared, confirmed);
+        true
+    }
+
+    /// A call inside [`Cache::warm`]: no lookup; run the body and store its
+    /// result under a lease taken over whatever is there (readers keep
+    /// being served the present value until the fill), like a refresh.
+    async fn warm(&mut self) -> Step {
+        // Held: another caller is computing it right now, theirs will do.
+        let Ok(lease) =
+            lease_over_present(self.cache, &self.key, self.eff.leases, self.eff.lease_ttl).await
+        else {
+            self.running = Running::Alone;
+            return Step::Run;
+        };
+        let recorded = versions_before_body(self.cache, &self.tags, self.eff.tag_ttl()).await;
+        self.running = Running::Warm { lease, recorded };
+        Step::Run
+    }
 }
 
 /// A lease over whatever `key` holds, for a refresh, warming or a
@@ -788,46 +1097,6 @@ async fn lease_over_present(
             Err(())
         }
     }
-}
-
-/// A call inside [`Cache::warm`]: no lookup; run the body and store its
-/// result under a lease taken over whatever is there (readers keep being
-/// served the present value until the fill), like a refresh.
-async fn warm<S, R, F>(spec: &'static Spec, cache: &Cache, call: &Miss, body: F) -> R
-where
-    S: Shape<R>,
-    S::Value: Cacheable,
-    F: Future<Output = R>,
-{
-    let (key, eff) = (call.key.as_str(), &call.eff);
-    // Held: another caller is computing it right now, theirs will do.
-    let Ok(lease) = lease_over_present(cache, key, eff.leases, eff.lease_ttl).await else {
-        return timed(spec, body).await;
-    };
-    let recorded = versions_before_body(cache, &call.tags, eff.tag_ttl()).await;
-    let result = timed(spec, body).await;
-    let stored = match (S::to_store(&result, spec.cache_none), lease, recorded) {
-        (Some(value), Some(lease), Some(recorded)) => matches!(
-            lease
-                .fill(value, &recorded, &call.tags, eff.store_ttl())
-                .await,
-            Filled::Stored(_)
-        ),
-        (Some(value), None, Some(recorded)) => cache
-            .set_encoded(key, value, &recorded, eff.store_ttl())
-            .await
-            .is_some(),
-        (_, lease, _) => {
-            if let Some(lease) = lease {
-                lease.release(!S::is_success(&result)).await;
-            }
-            false
-        }
-    };
-    if stored {
-        Counters::bump(&cache.inner.counters.warmed);
-    }
-    result
 }
 
 /// A write-through's hold on its own key, taken before its body runs (see
@@ -938,26 +1207,6 @@ fn count(spec: &'static Spec, counter: &AtomicU64, event: Event) {
     spec.count(event);
 }
 
-/// `stale_if_error`: a failed result is replaced by the stale value, if any.
-fn or_stale<S: Shape<R>, R>(
-    spec: &'static Spec,
-    cache: &Cache,
-    result: R,
-    stale: Option<S::Value>,
-) -> R {
-    match stale {
-        Some(value) if !S::is_success(&result) => {
-            count(
-                spec,
-                &cache.inner.counters.stale_on_error,
-                Event::StaleServed,
-            );
-            S::from_stored(value)
-        }
-        _ => result,
-    }
-}
-
 /// How a fill under a lease ended.
 enum Filled {
     /// Stored while the lease was intact, and the tags' versions read at the
@@ -990,22 +1239,10 @@ impl LeaseGuard {
         }
     }
 
-    /// Stores `value` if the lease is still ours; with `tags`, reads their
-    /// versions at the same time (one round trip) and checks them against
-    /// the `tag_versions` recorded before the body ran.
-    async fn fill<V: Cacheable>(
-        self,
-        value: &V,
-        tag_versions: &[u64],
-        tags: &[String],
-        ttl: Duration,
-    ) -> Filled {
-        let bytes = self.cache.encode(value, tag_versions);
-        self.fill_encoded(bytes, tag_versions, tags, ttl).await
-    }
-
-    /// [`fill`](Self::fill) once encoded (`None`: it could not be): the
-    /// part every function shares, compiled once.
+    /// Stores the encoded value (`None`: it could not be) if the lease is
+    /// still ours; with `tags`, reads their versions at the same time (one
+    /// round trip) and checks them against the `tag_versions` recorded
+    /// before the body ran.
     async fn fill_encoded(
         mut self,
         bytes: Option<Vec<u8>>,
