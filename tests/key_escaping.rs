@@ -340,3 +340,146 @@ async fn check_pattern_case(
     }
     Ok(())
 }
+
+/// Key parts of common types (item 5 of the expansion issue): `Option`,
+/// slices, `Vec`, enums, `bool` and filter structs need no newtype. A value
+/// with `Display` is its text (as always); any other `Serialize` value is
+/// its compact JSON; both percent-escaped.
+mod key_parts {
+    use cache_runtime::cached;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Status {
+        Open,
+        #[allow(dead_code)]
+        Closed,
+    }
+
+    #[derive(Serialize)]
+    pub struct Filter {
+        pub status: Status,
+        pub author: Option<String>,
+    }
+
+    #[cached(prefix = "page:{owner}:{page}", ttl = 60)]
+    pub async fn page(owner: u64, page: Option<u32>) -> u32 {
+        page.unwrap_or(1) + owner as u32
+    }
+
+    #[cached(prefix = "name", id = "name", ttl = 60)]
+    pub async fn by_name(name: Option<&str>) -> usize {
+        name.map_or(0, str::len)
+    }
+
+    #[cached(prefix = "many", id = "ids", ttl = 60)]
+    pub async fn many(ids: &[u64]) -> u64 {
+        ids.iter().sum()
+    }
+
+    #[cached(prefix = "names", id = "names", ttl = 60)]
+    pub async fn names(names: Vec<String>) -> usize {
+        names.len()
+    }
+
+    #[cached(prefix = "opt_names", id = "names", ttl = 60)]
+    pub async fn opt_names(names: Vec<Option<String>>) -> usize {
+        names.len()
+    }
+
+    #[cached(prefix = "nested", id = "lists", ttl = 60)]
+    pub async fn nested(lists: Vec<Vec<String>>) -> usize {
+        lists.len()
+    }
+
+    #[cached(prefix = "search:{filter}:{archived}", ttl = 60)]
+    pub async fn search(filter: &Filter, archived: bool) -> u32 {
+        u32::from(archived) + u32::from(matches!(filter.status, Status::Open))
+    }
+}
+
+/// The keys another service rebuilds: `Display` text, or compact JSON,
+/// then the escape of every value.
+#[tokio::test]
+async fn common_types_are_key_parts() {
+    use key_parts::*;
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "kp").await;
+    Cache::scope(cache, async {
+        assert_eq!(page(1, Some(2)).await, 3);
+        assert_eq!(page(1, None).await, 2);
+        assert_eq!(page_key(&1, &Some(2)), "kp:page:1:2");
+        assert_eq!(page_key(&1, &None), "kp:page:1:null");
+        assert_eq!(by_name_key(&None), "kp:name:null");
+        assert_eq!(by_name_key(&Some("")), "kp:name:\"\"");
+        assert_eq!(by_name_key(&Some("null")), "kp:name:\"null\"");
+        assert_eq!(many_key([1, 2].as_slice()), "kp:many:%5B1,2%5D");
+        assert_eq!(names_key(&vec!["1,2".to_owned()]), "kp:names:%5B\"1,2\"%5D");
+        assert_eq!(
+            names_key(&vec!["1".into(), "2".into()]),
+            "kp:names:%5B\"1\",\"2\"%5D"
+        );
+        let filter = Filter {
+            status: Status::Open,
+            author: None,
+        };
+        assert_eq!(
+            search_key(&filter, &true),
+            "kp:search:%7B\"status\"%3A\"open\",\"author\"%3Anull%7D:true"
+        );
+        // Stored under those keys, and hits on the second call.
+        assert_eq!(many(&[1, 2]).await, 3);
+        assert_eq!(search(&filter, true).await, 2);
+        for key in [
+            page_key(&1, &Some(2)),
+            page_key(&1, &None),
+            many_key([1, 2].as_slice()),
+            search_key(&filter, &true),
+        ] {
+            assert!(server.exists(&key), "{key} not in Redis");
+        }
+    })
+    .await;
+}
+
+/// Distinct values of one type never share a key part, whatever bytes their
+/// strings hold: `None` vs `Some("")` vs `Some("null")`, `["1,2"]` vs
+/// `["1", "2"]`, nested lists. (The companions build keys without a cache,
+/// in the default namespace.)
+#[test]
+fn key_parts_are_injective() {
+    let options = || proptest::collection::vec(proptest::option::of(id_strategy()), 0..4);
+    let nested = || proptest::collection::vec(proptest::collection::vec(id_strategy(), 0..3), 0..3);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 512,
+        ..proptest_config()
+    });
+    runner
+        .run(&(options(), options()), |(a, b)| {
+            let (ka, kb) = (key_parts::opt_names_key(&a), key_parts::opt_names_key(&b));
+            prop_assert_eq!(a == b, ka == kb, "{:?} {:?} -> {} {}", a, b, ka, kb);
+            Ok(())
+        })
+        .unwrap();
+    runner
+        .run(&(nested(), nested()), |(a, b)| {
+            let (ka, kb) = (key_parts::nested_key(&a), key_parts::nested_key(&b));
+            prop_assert_eq!(a == b, ka == kb, "{:?} {:?} -> {} {}", a, b, ka, kb);
+            Ok(())
+        })
+        .unwrap();
+    // The pairs the issue names, and pairs random strings rarely hit.
+    assert_ne!(
+        key_parts::opt_names_key(&vec![None]),
+        key_parts::opt_names_key(&vec![Some(String::new())])
+    );
+    assert_ne!(
+        key_parts::nested_key(&vec![vec!["1,2".into()]]),
+        key_parts::nested_key(&vec![vec!["1".into(), "2".into()]])
+    );
+    assert_ne!(
+        key_parts::nested_key(&vec![]),
+        key_parts::nested_key(&vec![vec![]])
+    );
+}

@@ -32,12 +32,17 @@ pub struct Item<'a> {
 }
 
 /// `__cache_k.lit(..); __cache_k.arg(&..);` for a key or template.
-fn key_writes(parts: &[KeyPart]) -> TokenStream {
+/// The statements that write a key or template into `__cache_k`: text as
+/// is, each value by its key form (`Display` text, else compact JSON; see
+/// `__private::KeyArg`), spanned at its placeholder for errors.
+fn key_writes(krate: &TokenStream, parts: &[KeyPart]) -> TokenStream {
     let mut out = TokenStream::new();
+    let mut values = false;
     for part in parts {
         match part {
             KeyPart::Text(text) => out.extend(quote!(__cache_k.lit(#text);)),
             KeyPart::Value(v) => {
+                values = true;
                 let root = &v.root;
                 let fields = v.fields.iter().map(|f| match f.parse::<u32>() {
                     Ok(index) => syn::Index {
@@ -47,15 +52,25 @@ fn key_writes(parts: &[KeyPart]) -> TokenStream {
                     .into_token_stream(),
                     Err(_) => Ident::new(f, v.span).into_token_stream(),
                 });
-                out.extend(quote_spanned!(v.span=> __cache_k.arg(&#root #(.#fields)*);));
+                let arg = respan(quote!(#krate::__private::KeyArg), v.span);
+                out.extend(quote_spanned!(v.span=>
+                    (&&&#arg(&#root #(.#fields)*)).__cache_key_part(__cache_k);
+                ));
             }
         }
     }
-    out
+    if !values {
+        return out;
+    }
+    quote! {
+        #[allow(unused_imports)]
+        use #krate::__private::{NoKeyForm as _, ViaDisplay as _, ViaSerialize as _};
+        #out
+    }
 }
 
 fn key_closure(krate: &TokenStream, parts: &[KeyPart]) -> TokenStream {
-    let writes = key_writes(parts);
+    let writes = key_writes(krate, parts);
     quote!(|__cache_k: &mut #krate::__private::KeyBuilder| { #writes })
 }
 
@@ -309,7 +324,7 @@ pub fn companions(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream 
     let arg_names: Vec<&Ident> = plan.key_params.iter().map(|(n, _)| n).collect();
     let arg_types: Vec<TokenStream> = plan.key_params.iter().map(|(_, t)| borrowed(t)).collect();
     let (generics, where_clause) = companion_generics(item.sig, &arg_types);
-    let writes = key_writes(&plan.key);
+    let writes = key_writes(krate, &plan.key);
     let plain = name.unraw();
     let key_doc = format!("The exact cache key that `{plain}` uses for these arguments.");
     let inv_doc = format!(
@@ -596,6 +611,8 @@ mod tests {
     }
 
     const KB: &str = "|__cache_k:&mut::cache_runtime::__private::KeyBuilder|";
+    /// What a key closure with a value starts with.
+    const USE: &str = "#[allow(unused_imports)]use::cache_runtime::__private::{NoKeyFormas_,ViaDisplayas_,ViaSerializeas_};";
 
     #[test]
     fn tags_version_and_store_on_a_read_function() {
@@ -614,14 +631,14 @@ mod tests {
             ),
         );
         let key = format!(
-            "{KB}{{__cache_k.lit(\"user\");__cache_k.lit(\":\");__cache_k.arg(&id);__cache_k.lit(\":v2\");}}"
+            "{KB}{{{USE}__cache_k.lit(\"user\");__cache_k.lit(\":\");(&&&::cache_runtime::__private::KeyArg(&id)).__cache_key_part(__cache_k);__cache_k.lit(\":v2\");}}"
         );
         let store = "::core::option::Option::Some(\"flags\")";
         assert_contains(
             &out,
             &[
                 &format!(
-                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{key}).tags(|__cache_t:&mut::cache_runtime::__private::TagWriter|{{__cache_t.tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}});__cache_t.tag({KB}{{__cache_k.lit(\"users\");}});}});"
+                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{key}).tags(|__cache_t:&mut::cache_runtime::__private::TagWriter|{{__cache_t.tag({KB}{{{USE}__cache_k.lit(\"user:\");(&&&::cache_runtime::__private::KeyArg(&id)).__cache_key_part(__cache_k);}});__cache_t.tag({KB}{{__cache_k.lit(\"users\");}});}});"
                 ),
                 &format!("store:{store},"),
                 &format!(
@@ -652,7 +669,7 @@ mod tests {
             &out,
             &[
                 &format!(
-                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{KB}{{__cache_k.lit(\"user\");__cache_k.lit(\":\");__cache_k.arg(&id);}});"
+                    "let__cache_call=::cache_runtime::__private::call(&__CACHE_SPEC,{KB}{{{USE}__cache_k.lit(\"user\");__cache_k.lit(\":\");(&&&::cache_runtime::__private::KeyArg(&id)).__cache_key_part(__cache_k);}});"
                 ),
                 "store:::core::option::Option::None,",
                 "const__cache_store_get_user:::core::option::Option<&'staticstr>=::core::option::Option::None;",
@@ -691,9 +708,11 @@ mod tests {
                 ".key(get_user_key(&(id)),__cache_store_get_user)",
                 ".key(Repo::find_key(&(id)),Repo::__cache_store_find)",
                 ".key(self::tag_key(&(id)),self::__cache_store_tag)",
-                &format!(".tag({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);}})"),
                 &format!(
-                    ".pattern({KB}{{__cache_k.lit(\"user:\");__cache_k.arg(&id);__cache_k.lit(\":*\");}})"
+                    ".tag({KB}{{{USE}__cache_k.lit(\"user:\");(&&&::cache_runtime::__private::KeyArg(&id)).__cache_key_part(__cache_k);}})"
+                ),
+                &format!(
+                    ".pattern({KB}{{{USE}__cache_k.lit(\"user:\");(&&&::cache_runtime::__private::KeyArg(&id)).__cache_key_part(__cache_k);__cache_k.lit(\":*\");}})"
                 ),
             ],
         );

@@ -140,13 +140,43 @@ impl KeyBuilder {
         self.buf.push_str(text);
     }
 
-    /// Appends one interpolated value, escaped (and hashed when too long).
+    /// Appends one interpolated value, escaped (and hashed when too long):
+    /// its `Display` text.
     #[inline]
     pub fn arg<T: Display + ?Sized>(&mut self, value: &T) {
         let start = self.buf.len();
         // Writing into a String can not fail; a Display impl that reports an
         // error leaves what it wrote so far, which is still deterministic.
         let _ = write!(Escaper(&mut self.buf), "{value}");
+        self.hash_long(start);
+    }
+
+    /// Appends one interpolated value that has no `Display`, escaped (and
+    /// hashed when too long): its compact JSON (`serde_json`), so `None` is
+    /// `null`, `Some("")` is `""`, `[1,2]` is `[1,2]` and `["1,2"]` is
+    /// `["1,2"]`. A value that does not serialize (a map whose keys are
+    /// not strings) gets a part of its own that no other call shares
+    /// (`%!` and a unique number): never a hit, never another value's entry.
+    pub fn arg_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let start = self.buf.len();
+        let mut json = Vec::with_capacity(32);
+        match serde_json::to_writer(&mut json, value) {
+            Ok(()) => escape_into(&mut self.buf, &String::from_utf8_lossy(&json)),
+            Err(_) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let n = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = write!(self.buf, "%!{}-{nanos}-{n}", std::process::id());
+            }
+        }
+        self.hash_long(start);
+    }
+
+    /// Replaces the part written since `start` by its hash when too long.
+    #[inline]
+    fn hash_long(&mut self, start: usize) {
         if self.buf.len() - start > self.max_part_len {
             let digest = Sha256::digest(&self.buf.as_bytes()[start..]);
             self.buf.truncate(start);

@@ -146,8 +146,10 @@ pub use store::StoreKind;
 ///
 /// `<namespace>[@<tenant>]:<prefix>[:<id>][:v<version>]`, e.g. `app:user:42`. A bare `#[cached]`
 /// keys on the function's name and every non-skipped parameter, in order
-/// (`app:get_user:42`). Interpolated values are escaped (see [`key`]), so
-/// keys are injective and a value can never widen a pattern.
+/// (`app:get_user:42`). A value contributes its `Display` text, or else
+/// its compact JSON when it is `Serialize` (`Option<u32>`: `2` / `null`;
+/// `&[u64]`: `[1,2]`; enums, filter structs); then it is escaped (see
+/// [`key`]), so keys are injective and a value can never widen a pattern.
 ///
 /// # Compile-time checks
 ///

@@ -221,6 +221,58 @@ pub trait PlainKind {
 }
 impl<T> PlainKind for Kind<T> {}
 
+/// A value interpolated into a key, for the expansion's
+/// `(&&&KeyArg(&v)).__cache_key_part(k)`: method resolution picks its
+/// `Display` text when it has one (as it always did), else its compact
+/// JSON when it is `Serialize` (`Option`, slices, `Vec`, enums, filter
+/// structs), else reports [`KeyForm`]'s error (autoref specialization, as
+/// for [`Kind`]).
+pub struct KeyArg<'a, T: ?Sized>(pub &'a T);
+
+/// See [`KeyArg`]: the `Display` text.
+pub trait ViaDisplay {
+    fn __cache_key_part(&self, k: &mut KeyBuilder);
+}
+impl<T: std::fmt::Display + ?Sized> ViaDisplay for &&KeyArg<'_, T> {
+    #[inline]
+    fn __cache_key_part(&self, k: &mut KeyBuilder) {
+        k.arg(self.0);
+    }
+}
+
+/// See [`KeyArg`]: the compact JSON.
+pub trait ViaSerialize {
+    fn __cache_key_part(&self, k: &mut KeyBuilder);
+}
+impl<T: serde::Serialize + ?Sized> ViaSerialize for &KeyArg<'_, T> {
+    #[inline]
+    fn __cache_key_part(&self, k: &mut KeyBuilder) {
+        k.arg_json(self.0);
+    }
+}
+
+/// See [`KeyArg`]: neither; the call fails on [`KeyForm`].
+pub trait NoKeyForm<T: ?Sized> {
+    fn __cache_key_part(&self, k: &mut KeyBuilder)
+    where
+        T: KeyForm;
+}
+impl<T: ?Sized> NoKeyForm<T> for KeyArg<'_, T> {
+    fn __cache_key_part(&self, _: &mut KeyBuilder)
+    where
+        T: KeyForm,
+    {
+    }
+}
+
+/// Implemented by nothing: the error of a key value with no key form.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` can not be part of a cache key",
+    label = "a value of this key template has no key form",
+    note = "a key part is a value's `Display` text, or else its compact JSON: implement `Display` or `serde::Serialize` for `{Self}`, or `skip` the parameter if it does not change the result"
+)]
+pub trait KeyForm {}
+
 /// The shapes whose `None` `cache_none` can store.
 #[diagnostic::on_unimplemented(
     message = "`cache_none` applies to functions returning `Option<T>` or `Result<Option<T>, E>`",
