@@ -762,14 +762,20 @@ impl Cache {
         kind: KeyKind,
         write: impl FnOnce(&mut KeyBuilder),
     ) -> String {
-        let mut k = KeyBuilder::new(
+        let mut k = self.key_builder(tenant, kind);
+        write(&mut k);
+        k.finish()
+    }
+
+    /// A key builder in this cache's namespace (out of line: one copy).
+    #[inline(never)]
+    pub(crate) fn key_builder(&self, tenant: Option<&str>, kind: KeyKind) -> KeyBuilder {
+        KeyBuilder::new(
             &self.inner.namespace,
             tenant,
             kind,
             self.inner.max_key_part_len,
-        );
-        write(&mut k);
-        k.finish()
+        )
     }
 
     /// Invalidates every entry labelled `tag` (`#[cached(tags = [..])]`) in

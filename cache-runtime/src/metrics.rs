@@ -74,7 +74,8 @@ const LOAD_DURATION: &str = "cache_load_duration_seconds";
 pub struct SpecMetrics {
     counts: [AtomicU64; EVENTS],
     load_nanos: AtomicU64,
-    keys: OnceLock<SpecKeys>,
+    /// Boxed: the static of every function stays small.
+    keys: OnceLock<Box<SpecKeys>>,
 }
 
 #[derive(Debug)]
@@ -128,11 +129,11 @@ impl Spec {
             let name: &'static str =
                 Box::leak(label_of(self.module, self.owner, self.name).into_boxed_str());
             let label = || vec![Label::new("cache", name)];
-            SpecKeys {
+            Box::new(SpecKeys {
                 label: name,
                 events: EVENT_METRICS.map(|name| Key::from_parts(name, label())),
                 load_duration: Key::from_parts(LOAD_DURATION, label()),
-            }
+            })
         })
     }
 

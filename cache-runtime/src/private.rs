@@ -16,6 +16,7 @@ pub use crate::key::KeyBuilder;
 use crate::key::KeyKind;
 pub use crate::metrics::SpecMetrics;
 pub use crate::policy::refresh::LoadTime;
+use crate::read::no_inline;
 use crate::stats::Counters;
 use crate::store::Backend;
 use crate::{Cache, CacheBuilder};
@@ -439,7 +440,7 @@ where
 
 /// One span per call, at DEBUG: free while that level is off. The body
 /// runs inside it, so the database's own spans nest under the call.
-#[inline]
+#[inline(never)]
 fn call_span(spec: &'static Spec, key: &str) -> tracing::Span {
     let span = tracing::debug_span!(
         "cached",
@@ -543,13 +544,13 @@ where
     F: Future<Output = R>,
 {
     let lease = match &call.cache {
-        Some(cache) => Some(crate::read::lease_for_write(cache, spec, &call.key).await),
+        Some(cache) => Some(no_inline(crate::read::lease_for_write(cache, spec, &call.key)).await),
         None => None,
     };
     let result = body.await;
     if !S::is_success(&result) {
         if let Some(lease) = lease {
-            lease.release().await;
+            no_inline(lease.release()).await;
         }
         return result;
     }
@@ -561,7 +562,7 @@ where
     // The own key is left to the fill below (under the lease taken before
     // the body), even where a listed pattern matches it.
     let keep = (stored.is_some() && lease.is_some()).then_some(call.key.as_str());
-    inv.run_keeping(spec.store, keep).await;
+    no_inline(inv.run_keeping(spec.store, keep)).await;
     match (&call.cache, stored, lease) {
         (Some(cache), Some(value), Some(lease)) => {
             crate::read::store_written(cache, spec, &call.key, &call.tags, value, lease).await;
@@ -580,7 +581,7 @@ where
 {
     let result = body.await;
     if S::is_success(&result) {
-        inv.run().await;
+        no_inline(inv.run()).await;
     }
     result
 }

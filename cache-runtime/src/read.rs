@@ -295,57 +295,60 @@ where
     F: Future<Output = R>,
 {
     let mut flow = Flow::new(spec, cache, key, tags, span, keep.is_some());
-    let mut step = flow.start().await;
-    loop {
-        step = match step {
-            Step::Serve(bytes) => match decode::<S::Value>(&bytes) {
-                Ok(value) => {
-                    if let (Some(keep), Some((remaining, versions))) = (keep, flow.kept()) {
-                        keep(&value, remaining, versions);
-                    }
-                    flow.served();
+    let mut step = no_inline(flow.start()).await;
+    // Until the body runs: a value to return (`Serve`), or a servable value
+    // to return if the refresh's body fails (`Refresh`).
+    let servable = loop {
+        let (bytes, refresh) = match step {
+            Step::Serve(bytes) => (bytes, false),
+            Step::Refresh(bytes) => (bytes, true),
+            Step::Run => break None,
+        };
+        match decode::<S::Value>(&bytes) {
+            Ok(value) => {
+                if let (Some(keep), Some((remaining, versions))) = (keep, flow.kept()) {
+                    keep(&value, remaining, versions);
+                }
+                flow.served();
+                if !refresh {
                     return S::from_stored(value);
                 }
-                Err(e) => Box::pin(flow.undecodable(&e)).await,
-            },
-            Step::Refresh(bytes) => match decode::<S::Value>(&bytes) {
-                Ok(servable) => {
-                    if let (Some(keep), Some((remaining, versions))) = (keep, flow.kept()) {
-                        keep(&servable, remaining, versions);
-                    }
-                    flow.served();
-                    let result = timed(spec, body).await;
-                    let ran = ran::<S, R>(spec, &flow, &result);
-                    return if Box::pin(flow.refreshed(ran)).await {
-                        result
-                    } else {
-                        S::from_stored(servable)
-                    };
-                }
-                Err(e) => Box::pin(flow.undecodable(&e)).await,
-            },
-            Step::Run => {
-                let result = timed(spec, body).await;
-                let ran = ran::<S, R>(spec, &flow, &result);
-                // `stale_if_error`: a failed result is replaced by the
-                // stale value, if any (and if it decodes).
-                return match Box::pin(flow.ran(ran)).await {
-                    Some(stale) => decode::<S::Value>(&stale).map_or(result, S::from_stored),
-                    None => result,
-                };
+                break Some(value);
             }
-        };
+            Err(e) => step = no_inline(Box::pin(flow.undecodable(&e))).await,
+        }
+    };
+    // The body is awaited in one place only: its code is not repeated.
+    let result = timed(spec, body).await;
+    let ran = ran::<S, R>(spec, &flow, &result);
+    match servable {
+        Some(servable) => {
+            if no_inline(Box::pin(flow.refreshed(ran))).await {
+                result
+            } else {
+                S::from_stored(servable)
+            }
+        }
+        // `stale_if_error`: a failed result is replaced by the stale
+        // value, if any (and if it decodes).
+        None => match no_inline(Box::pin(flow.ran(ran))).await {
+            Some(stale) => decode::<S::Value>(&stale).map_or(result, S::from_stored),
+            None => result,
+        },
     }
 }
 
-/// Decodes stored bytes (envelope and value).
-#[inline]
+/// Decodes stored bytes (envelope and value). Out of line: one copy per
+/// value type, not one per function.
+#[inline(never)]
 fn decode<V: Cacheable>(bytes: &[u8]) -> Result<V, CodecError> {
     crate::codec::split(bytes).and_then(|stored| stored.decode())
 }
 
 /// What the flow needs of a finished body: whether its shape stores it,
-/// its encoding when the flow wants one, whether it succeeded.
+/// its encoding when the flow wants one, whether it succeeded. Out of line:
+/// one copy per return type.
+#[inline(never)]
 fn ran<S: Shape<R>, R>(spec: &'static Spec, flow: &Flow<'_>, result: &R) -> Ran
 where
     S::Value: Cacheable,
@@ -462,7 +465,7 @@ pub(crate) struct Flow<'c> {
 }
 
 impl<'c> Flow<'c> {
-    #[inline]
+    #[inline(never)]
     fn new(
         spec: &'static Spec,
         cache: &'c Cache,
@@ -557,7 +560,7 @@ impl<'c> Flow<'c> {
 
     /// The value of the last [`Step::Serve`] or [`Step::Refresh`] decoded
     /// and is returned: count it.
-    #[inline]
+    #[inline(never)]
     fn served(&mut self) {
         let counters = &*self.cache.inner.counters;
         match std::mem::replace(&mut self.pending, Pending::None) {
@@ -1148,9 +1151,12 @@ pub(crate) async fn store_written<V: Cacheable>(
     lease: WriteLease,
 ) {
     let eff = Effective::new(cache, spec);
-    let recorded = versions_before_body(cache, tags, eff.tag_ttl()).await;
+    let recorded = no_inline(versions_before_body(cache, tags, eff.tag_ttl())).await;
     let encoded = recorded.as_ref().map(|r| cache.encode(value, r));
-    store_written_encoded(cache, &eff, key, tags, recorded, encoded, lease).await;
+    no_inline(store_written_encoded(
+        cache, &eff, key, tags, recorded, encoded, lease,
+    ))
+    .await;
 }
 
 /// [`store_written`] once encoded (`Some(None)`: it could not be), compiled once.
@@ -1194,10 +1200,44 @@ async fn store_written_encoded(
 async fn timed<R>(spec: &'static Spec, body: impl Future<Output = R>) -> R {
     let started = Instant::now();
     let result = body.await;
+    loaded(spec, started);
+    result
+}
+
+/// The non-generic half of [`timed`].
+#[inline(never)]
+fn loaded(spec: &'static Spec, started: Instant) {
     let took = started.elapsed();
     spec.load_time.observe(took);
     spec.loaded(took);
-    result
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose `poll` is never inlined into its caller's: the
+    /// flow's futures are compiled once, not again inside every function's
+    /// shell.
+    pub(crate) struct NoInline<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for NoInline<F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// Wraps `inner` in [`NoInline`].
+#[inline]
+pub(crate) fn no_inline<F: Future>(inner: F) -> NoInline<F> {
+    NoInline { inner }
 }
 
 /// Counts `event` in the cache's `counter` and in the function's metrics.
