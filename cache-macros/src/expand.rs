@@ -464,13 +464,15 @@ pub fn expand(krate: &TokenStream, item: &Item, plan: &Plan) -> TokenStream {
             name: #name,
             module: ::core::module_path!(),
             owner: #owner,
-            ttl: #ttl,
             cache_none: #cache_none,
-            lease: #lease,
-            lease_ttl: #lease_ttl,
-            early_refresh: #early_refresh,
-            stale_while_revalidate: #stale_while_revalidate,
-            stale_if_error: #stale_if_error,
+            options: #krate::__private::Overrides {
+                ttl: #ttl,
+                leases: #lease,
+                lease_ttl: #lease_ttl,
+                early_refresh: #early_refresh,
+                stale_while_revalidate: #stale_while_revalidate,
+                stale_if_error: #stale_if_error,
+            },
             load_time: #krate::__private::LoadTime::new(),
             store: #store,
             metrics: #krate::__private::SpecMetrics::new(),
@@ -574,7 +576,7 @@ mod tests {
         };
         let out = expand(&krate, &item, &plan).to_string().replace(' ', "");
         for expected in [
-            "lease:::core::option::Option::Some(true)",
+            "leases:::core::option::Option::Some(true)",
             "lease_ttl:::core::option::Option::Some(::core::time::Duration::from_millis(2000u64))",
             "early_refresh:::core::option::Option::Some(1.0f64)",
             "stale_while_revalidate:::core::option::Option::Some(::core::time::Duration::from_millis(0u64))",

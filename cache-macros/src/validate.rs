@@ -378,401 +378,520 @@ fn stored_span_type(output: &ReturnType, fn_name: &Ident) -> Result<Type, (Span,
     }
 }
 
-pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
-    let mut errors = Errors(None);
-    let fn_name = &sig.ident;
+/// The facts of one signature and its arguments, shared by the rules
+/// below; each rule is a method that checks one thing (reporting to
+/// `errors`) and returns what it decided.
+struct Check<'a> {
+    args: &'a Args,
+    sig: &'a Signature,
+    fn_name: &'a Ident,
+    mode: Mode,
+    /// The function has a key of its own (read or write-through).
+    has_key: bool,
+    params: Vec<Param>,
+    receiver: Option<Span>,
+    /// Destructured parameters.
+    unnamed: Vec<Span>,
+    errors: Errors,
+}
 
-    if sig.asyncness.is_none() {
-        errors.push(
-            sig.fn_token.span,
-            "#[cached] works on `async fn` only: the cache is reached over the network; write `async fn`",
-        );
+/// What the stampede options decided.
+struct Stampede {
+    lease: Option<bool>,
+    lease_ttl: Option<Dur>,
+    swr: Option<Dur>,
+    sie: Option<Dur>,
+    early_refresh: Option<f64>,
+}
+
+impl<'a> Check<'a> {
+    fn new(args: &'a Args, sig: &'a Signature) -> Self {
+        let has_key = args.prefix.is_some() || args.id.is_some() || args.invalidate.is_none();
+        let mode = match (has_key, args.invalidate.is_some()) {
+            (true, false) => Mode::Read,
+            (true, true) => Mode::WriteThrough,
+            (false, _) => Mode::Write,
+        };
+        let mut params = Vec::new();
+        let mut receiver: Option<Span> = None;
+        let mut unnamed = Vec::new();
+        for input in &sig.inputs {
+            match input {
+                FnArg::Receiver(r) => receiver = Some(r.span()),
+                FnArg::Typed(pt) => match &*pt.pat {
+                    Pat::Ident(pi) if pi.subpat.is_none() => params.push(Param {
+                        name: pi.ident.clone(),
+                        ty: (*pt.ty).clone(),
+                    }),
+                    // `_` can not influence the result: the body can not see it.
+                    Pat::Wild(_) => {}
+                    other => unnamed.push(other.span()),
+                },
+            }
+        }
+        Check {
+            args,
+            sig,
+            fn_name: &sig.ident,
+            mode,
+            has_key,
+            params,
+            receiver,
+            unnamed,
+            errors: Errors(None),
+        }
     }
 
-    let has_key = args.prefix.is_some() || args.id.is_some() || args.invalidate.is_none();
-    let mode = match (has_key, args.invalidate.is_some()) {
-        (true, false) => Mode::Read,
-        (true, true) => Mode::WriteThrough,
-        (false, _) => Mode::Write,
-    };
-
-    // Parameters.
-    let mut params = Vec::new();
-    let mut receiver: Option<Span> = None;
-    let mut unnamed = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => receiver = Some(r.span()),
-            FnArg::Typed(pt) => match &*pt.pat {
-                Pat::Ident(pi) if pi.subpat.is_none() => params.push(Param {
-                    name: pi.ident.clone(),
-                    ty: (*pt.ty).clone(),
-                }),
-                // `_` can not influence the result: the body can not see it.
-                Pat::Wild(_) => {}
-                other => unnamed.push(other.span()),
-            },
-        }
-    }
-
-    // Options that only make sense with an own key.
-    if mode == Mode::Write {
-        let hint = "this function has no key of its own (it only invalidates); add `prefix` to also store its result (write-through), or remove the option";
-        if let Some((name, _)) = &args.ttl {
-            errors.push(name.span(), format!("`ttl` has no effect: {hint}"));
-        }
-        if let Some((name, _)) = &args.skip {
-            errors.push(name.span(), format!("`skip` has no effect: {hint}"));
-        }
-        if let Some((name, _)) = &args.cache_none {
-            errors.push(name.span(), format!("`cache_none` has no effect: {hint}"));
-        }
-        if let Some((name, _)) = &args.version {
-            errors.push(name.span(), format!("`version` has no effect: {hint}"));
-        }
-        if let Some((name, tags)) = &args.tags {
-            let example = tags
-                .first()
-                .map(LitStr::value)
-                .unwrap_or_else(|| "user:{user_id}".to_owned());
-            errors.push(
-                name.span(),
-                format!(
-                    "`tags` has no effect: a write function stores nothing to label; to invalidate the entries that carry a tag, write `invalidate = [tag({example:?})]`"
-                ),
+    /// The function is `async`: the cache is reached over the network.
+    fn rule_async(&mut self) {
+        if self.sig.asyncness.is_none() {
+            self.errors.push(
+                self.sig.fn_token.span,
+                "#[cached] works on `async fn` only: the cache is reached over the network; write `async fn`",
             );
         }
     }
 
-    let ttl_ms = duration_ms(&args.ttl, &TTL, &mut errors);
-
-    // Stampede options: they change how a cached value is served or
-    // recomputed, so they need a function that serves one.
-    let stampede_options = [
-        args.lease.as_ref().map(|(name, _)| name),
-        args.lease_ttl.as_ref().map(|(name, _)| name),
-        args.early_refresh.as_ref().map(|(name, _)| name),
-        args.stale_while_revalidate.as_ref().map(|(name, _)| name),
-        args.stale_if_error.as_ref().map(|(name, _)| name),
-        args.near.as_ref().map(|(name, _)| name),
-    ];
-    let not_read = match mode {
-        Mode::Read => None,
-        Mode::WriteThrough => {
-            Some("a write-through function always runs its body and never serves a cached value")
-        }
-        Mode::Write => Some("a write function has no cached value (it only invalidates)"),
-    };
-    if let Some(why) = not_read {
-        for name in stampede_options.into_iter().flatten() {
-            errors.push(
-                name.span(),
-                format!("`{name}` applies to read functions only: {why}; remove the option"),
-            );
-        }
-    }
-    let lease = args.lease.as_ref().map(|(_, lit)| lit.value);
-    if let (Some(false), Some((name, _)), Mode::Read) = (lease, &args.lease_ttl, mode) {
-        errors.push(
-            name.span(),
-            "`lease_ttl` has no effect with `lease = false`; remove one",
-        );
-    }
-    let lease_ttl_ms = duration_ms(&args.lease_ttl, &LEASE_TTL, &mut errors);
-    let swr_ms = duration_ms(
-        &args.stale_while_revalidate,
-        &STALE_WHILE_REVALIDATE,
-        &mut errors,
-    );
-    let sie_ms = duration_ms(&args.stale_if_error, &STALE_IF_ERROR, &mut errors);
-    let early_refresh = args.early_refresh.as_ref().and_then(|(_, value)| {
-        early_refresh_beta(value)
-            .map_err(|e| errors.push_err(e))
-            .ok()
-    });
-
-    // `skip`.
-    let mut skipped: Vec<&Ident> = Vec::new();
-    if let Some((_, list)) = &args.skip {
-        for ident in list {
-            if skipped.contains(&ident) {
-                errors.push(ident.span(), format!("`{ident}` is listed twice in `skip`"));
-            } else if !params.iter().any(|p| &p.name == ident) {
-                errors.push(
-                    ident.span(),
+    /// Options that only make sense with an own key are not given to a
+    /// write function.
+    fn rule_keyless_options(&mut self) {
+        if self.mode == Mode::Write {
+            let hint = "this function has no key of its own (it only invalidates); add `prefix` to also store its result (write-through), or remove the option";
+            if let Some((name, _)) = &self.args.ttl {
+                self.errors
+                    .push(name.span(), format!("`ttl` has no effect: {hint}"));
+            }
+            if let Some((name, _)) = &self.args.skip {
+                self.errors
+                    .push(name.span(), format!("`skip` has no effect: {hint}"));
+            }
+            if let Some((name, _)) = &self.args.cache_none {
+                self.errors
+                    .push(name.span(), format!("`cache_none` has no effect: {hint}"));
+            }
+            if let Some((name, _)) = &self.args.version {
+                self.errors
+                    .push(name.span(), format!("`version` has no effect: {hint}"));
+            }
+            if let Some((name, tags)) = &self.args.tags {
+                let example = tags
+                    .first()
+                    .map(LitStr::value)
+                    .unwrap_or_else(|| "user:{user_id}".to_owned());
+                self.errors.push(
+                    name.span(),
                     format!(
-                        "`skip` names `{ident}`, which is not a parameter of `{fn_name}` ({})",
-                        param_list(&params)
+                        "`tags` has no effect: a write function stores nothing to label; to invalidate the entries that carry a tag, write `invalidate = [tag({example:?})]`"
                     ),
                 );
             }
-            skipped.push(ident);
         }
     }
 
-    // The return type: only what can not be cached at all is checked
-    // here; its shape (and so what `cache_none` applies to) is rustc's.
-    let stored_ty = if mode == Mode::Write {
-        None
-    } else {
-        match stored_span_type(&sig.output, fn_name) {
+    /// Stampede options change how a cached value is served or recomputed,
+    /// so only read functions take them; `lease_ttl` needs leases; each
+    /// duration and beta is valid.
+    fn stampede_options(&mut self) -> Stampede {
+        let stampede_options = [
+            self.args.lease.as_ref().map(|(name, _)| name),
+            self.args.lease_ttl.as_ref().map(|(name, _)| name),
+            self.args.early_refresh.as_ref().map(|(name, _)| name),
+            self.args
+                .stale_while_revalidate
+                .as_ref()
+                .map(|(name, _)| name),
+            self.args.stale_if_error.as_ref().map(|(name, _)| name),
+            self.args.near.as_ref().map(|(name, _)| name),
+        ];
+        let not_read = match self.mode {
+            Mode::Read => None,
+            Mode::WriteThrough => Some(
+                "a write-through function always runs its body and never serves a cached value",
+            ),
+            Mode::Write => Some("a write function has no cached value (it only invalidates)"),
+        };
+        if let Some(why) = not_read {
+            for name in stampede_options.into_iter().flatten() {
+                self.errors.push(
+                    name.span(),
+                    format!("`{name}` applies to read functions only: {why}; remove the option"),
+                );
+            }
+        }
+        let lease = self.args.lease.as_ref().map(|(_, lit)| lit.value);
+        if let (Some(false), Some((name, _)), Mode::Read) = (lease, &self.args.lease_ttl, self.mode)
+        {
+            self.errors.push(
+                name.span(),
+                "`lease_ttl` has no effect with `lease = false`; remove one",
+            );
+        }
+        let lease_ttl_ms = duration_ms(&self.args.lease_ttl, &LEASE_TTL, &mut self.errors);
+        let swr_ms = duration_ms(
+            &self.args.stale_while_revalidate,
+            &STALE_WHILE_REVALIDATE,
+            &mut self.errors,
+        );
+        let sie_ms = duration_ms(&self.args.stale_if_error, &STALE_IF_ERROR, &mut self.errors);
+        let early_refresh = self.args.early_refresh.as_ref().and_then(|(_, value)| {
+            early_refresh_beta(value)
+                .map_err(|e| self.errors.push_err(e))
+                .ok()
+        });
+        Stampede {
+            lease,
+            lease_ttl: lease_ttl_ms,
+            swr: swr_ms,
+            sie: sie_ms,
+            early_refresh,
+        }
+    }
+
+    /// `skip` names parameters, each once.
+    fn skipped(&mut self) -> Vec<&'a Ident> {
+        let args = self.args;
+        let mut skipped: Vec<&Ident> = Vec::new();
+        if let Some((_, list)) = &args.skip {
+            for ident in list {
+                if skipped.contains(&ident) {
+                    self.errors
+                        .push(ident.span(), format!("`{ident}` is listed twice in `skip`"));
+                } else if !self.params.iter().any(|p| &p.name == ident) {
+                    self.errors.push(
+                        ident.span(),
+                        format!(
+                            "`skip` names `{ident}`, which is not a parameter of `{}` ({})",
+                            self.fn_name,
+                            param_list(&self.params)
+                        ),
+                    );
+                }
+                skipped.push(ident);
+            }
+        }
+        skipped
+    }
+
+    /// Only what can not be cached at all is checked here; the return
+    /// type's shape (and so what `cache_none` applies to) is rustc's.
+    fn stored_type(&mut self) -> Option<Type> {
+        if self.mode == Mode::Write {
+            return None;
+        }
+        match stored_span_type(&self.sig.output, self.fn_name) {
             Ok(ty) => Some(ty),
             Err((span, msg)) => {
-                errors.push(span, msg);
+                self.errors.push(span, msg);
                 None
             }
         }
-    };
-
-    // The own key.
-    let mut key = Vec::new();
-    let mut used: Vec<(String, Span)> = Vec::new();
-    if has_key {
-        let bare = args.prefix.is_none() && args.id.is_none();
-        if let (Some(receiver), None) = (receiver, &args.prefix) {
-            errors.push(
-                receiver,
-                "a cached method needs an explicit `prefix`: the macro can not see the type's name, and two types' methods of the same name would share keys; e.g. `#[cached(prefix = \"user\", id = \"id\")]`",
-            );
-        }
-        match &args.prefix {
-            Some(lit) if lit.value().trim().is_empty() => errors.push(
-                lit.span(),
-                "`prefix` is empty: name the entry, e.g. `prefix = \"user\"` (or remove `prefix` to key on the function's name)",
-            ),
-            Some(lit) => match template::parse(lit) {
-                Ok(t) => {
-                    if t.is_pattern() {
-                        errors.push(
-                            lit.span(),
-                            "a key `prefix` can not contain `*`, `?` or `[`: those are pattern characters (use them in `invalidate` templates)",
-                        );
-                    }
-                    key = template_parts(&t, &params, fn_name, &mut errors, &mut used);
-                }
-                Err(e) => errors.push_err(e),
-            },
-            None => key.push(KeyPart::Text(fn_name.to_string())),
-        }
-        if let Some(lit) = &args.id {
-            match split_path(&lit.value()) {
-                Some((root, fields)) => {
-                    if let Some(param) = check_root(&root, lit.span(), &params, fn_name, &mut errors) {
-                        used.push((root.clone(), lit.span()));
-                        let mut root = param.clone();
-                        root.set_span(lit.span());
-                        key.push(KeyPart::Text(":".into()));
-                        key.push(KeyPart::Value(KeyValue {
-                            root,
-                            fields,
-                            span: lit.span(),
-                        }));
-                    }
-                }
-                None => errors.push(
-                    lit.span(),
-                    "`id` names the parameter that identifies the entry, e.g. `id = \"user_id\"` or `id = \"user.id\"`",
-                ),
-            }
-        }
-        if bare {
-            for p in params.iter().filter(|p| !skipped.contains(&&p.name)) {
-                key.push(KeyPart::Text(":".into()));
-                key.push(KeyPart::Value(KeyValue {
-                    root: p.name.clone(),
-                    fields: Vec::new(),
-                    span: p.name.span(),
-                }));
-                used.push((plain_name(&p.name), p.name.span()));
-            }
-        }
-        for s in &skipped {
-            if used.iter().any(|(root, _)| plain_name(s) == *root) {
-                errors.push(
-                    s.span(),
-                    format!(
-                        "`{s}` is listed in `skip` but is part of the key; remove it from `skip`"
-                    ),
-                );
-            }
-        }
-        // After a broken template or `id`, "parameter not in the key" would
-        // only repeat the same mistake.
-        let key_broken = errors.0.is_some();
-        for p in params.iter().filter(|_| !key_broken) {
-            let in_key = used.iter().any(|(r, _)| plain_name(&p.name) == *r);
-            if !in_key && !skipped.contains(&&p.name) {
-                let suggestion = if args.prefix.is_some() || args.id.is_some() {
-                    format!("add `{{{0}}}` to `prefix`, or", p.name)
-                } else {
-                    String::new()
-                };
-                errors.push(
-                    p.name.span(),
-                    format!(
-                        "parameter `{0}` is not part of the cache key, so calls that differ only in `{0}` would share one entry; {suggestion} list it in `skip = [{0}]` if it does not change the result",
-                        p.name
-                    ),
-                );
-            }
-        }
-        for span in &unnamed {
-            errors.push(
-                *span,
-                "a destructured parameter can not be part of a cache key: take it by name (`point: Point`) and destructure inside the body",
-            );
-        }
     }
 
-    // `version`: the last segment of the own key, so the companions and
-    // every typed invalidation pick it up.
-    if let (Some((_, lit)), true) = (&args.version, mode != Mode::Write) {
-        match check_version(lit) {
-            Ok(v) => key.push(KeyPart::Text(format!(":v{v}"))),
-            Err(e) => errors.push_err(e),
-        }
-    }
-
-    // `tags` of the own entry.
-    let mut tags = Vec::new();
-    if let (Some((name, lits)), true) = (&args.tags, mode != Mode::Write) {
-        if lits.len() > MAX_TAGS {
-            errors.push(
-                name.span(),
-                format!(
-                    "`tags` lists {} tags; a function can have at most {MAX_TAGS}",
-                    lits.len()
+    /// The own key: `prefix`, `id` or every parameter; every parameter is
+    /// in the key or in `skip`, never both; `self` and destructured
+    /// parameters are not key parts. Returns the key and the parameters it
+    /// reads.
+    fn own_key(&mut self, skipped: &[&Ident]) -> (Vec<KeyPart>, Vec<(String, Span)>) {
+        let mut key = Vec::new();
+        let mut used: Vec<(String, Span)> = Vec::new();
+        if self.has_key {
+            let bare = self.args.prefix.is_none() && self.args.id.is_none();
+            if let (Some(receiver), None) = (self.receiver, &self.args.prefix) {
+                self.errors.push(
+                    receiver,
+                    "a cached method needs an explicit `prefix`: the macro can not see the type's name, and two types' methods of the same name would share keys; e.g. `#[cached(prefix = \"user\", id = \"id\")]`",
+                );
+            }
+            match &self.args.prefix {
+                Some(lit) if lit.value().trim().is_empty() => self.errors.push(
+                    lit.span(),
+                    "`prefix` is empty: name the entry, e.g. `prefix = \"user\"` (or remove `prefix` to key on the function's name)",
                 ),
-            );
-        }
-        let key_names: Vec<String> = params
-            .iter()
-            .filter(|p| used.iter().any(|(r, _)| plain_name(&p.name) == *r))
-            .map(|p| plain_name(&p.name))
-            .collect();
-        let mut seen: Vec<String> = Vec::new();
-        for lit in lits {
-            let text = lit.value();
-            if text.trim().is_empty() {
-                errors.push(
-                    lit.span(),
-                    "a tag can not be empty: name what the entry belongs to, e.g. `tags = [\"user:{user_id}\"]`",
-                );
-                continue;
+                Some(lit) => match template::parse(lit) {
+                    Ok(t) => {
+                        if t.is_pattern() {
+                            self.errors.push(
+                                lit.span(),
+                                "a key `prefix` can not contain `*`, `?` or `[`: those are pattern characters (use them in `invalidate` templates)",
+                            );
+                        }
+                        key = template_parts(&t, &self.params, self.fn_name, &mut self.errors, &mut used);
+                    }
+                    Err(e) => self.errors.push_err(e),
+                },
+                None => key.push(KeyPart::Text(self.fn_name.to_string())),
             }
-            if seen.contains(&text) {
-                errors.push(
-                    lit.span(),
-                    format!("tag {text:?} is listed twice in `tags`; remove one"),
-                );
-                continue;
-            }
-            seen.push(text);
-            let t = match template::parse(lit) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push_err(e);
-                    continue;
+            if let Some(lit) = &self.args.id {
+                match split_path(&lit.value()) {
+                    Some((root, fields)) => {
+                        if let Some(param) = check_root(&root, lit.span(), &self.params, self.fn_name, &mut self.errors) {
+                            used.push((root.clone(), lit.span()));
+                            let mut root = param.clone();
+                            root.set_span(lit.span());
+                            key.push(KeyPart::Text(":".into()));
+                            key.push(KeyPart::Value(KeyValue {
+                                root,
+                                fields,
+                                span: lit.span(),
+                            }));
+                        }
+                    }
+                    None => self.errors.push(
+                        lit.span(),
+                        "`id` names the parameter that identifies the entry, e.g. `id = \"user_id\"` or `id = \"user.id\"`",
+                    ),
                 }
-            };
-            if t.is_pattern() {
-                errors.push(
-                    lit.span(),
-                    "a tag is an exact label; it can not contain `*`, `?` or `[` (pattern characters): entries are invalidated by their exact tag, with `invalidate = [tag(\"...\")]`",
-                );
             }
-            let mut tag_used = Vec::new();
-            let parts = template_parts(&t, &params, fn_name, &mut errors, &mut tag_used);
-            for (root, span) in &tag_used {
-                // A parameter in neither the key nor `skip` is reported
-                // already ("not part of the cache key").
-                if let Some(s) = skipped.iter().find(|s| plain_name(s) == *root) {
-                    let key_list = if key_names.is_empty() {
-                        "it has none".to_owned()
-                    } else {
-                        key_names.join(", ")
-                    };
-                    errors.push(
-                        *span,
+            if bare {
+                for p in self.params.iter().filter(|p| !skipped.contains(&&p.name)) {
+                    key.push(KeyPart::Text(":".into()));
+                    key.push(KeyPart::Value(KeyValue {
+                        root: p.name.clone(),
+                        fields: Vec::new(),
+                        span: p.name.span(),
+                    }));
+                    used.push((plain_name(&p.name), p.name.span()));
+                }
+            }
+            for s in skipped {
+                if used.iter().any(|(root, _)| plain_name(s) == *root) {
+                    self.errors.push(
+                        s.span(),
                         format!(
-                            "`{s}` is listed in `skip`, so it is not part of the key; a tag can only use the key's parameters ({key_list}): one entry is shared by calls that differ only in skipped parameters, so its tags can not depend on them"
+                            "`{s}` is listed in `skip` but is part of the key; remove it from `skip`"
                         ),
                     );
                 }
             }
-            tags.push(parts);
+            // After a broken template or `id`, "parameter not in the key" would
+            // only repeat the same mistake.
+            let key_broken = self.errors.0.is_some();
+            for p in self.params.iter().filter(|_| !key_broken) {
+                let in_key = used.iter().any(|(r, _)| plain_name(&p.name) == *r);
+                if !in_key && !skipped.contains(&&p.name) {
+                    let suggestion = if self.args.prefix.is_some() || self.args.id.is_some() {
+                        format!("add `{{{0}}}` to `prefix`, or", p.name)
+                    } else {
+                        String::new()
+                    };
+                    self.errors.push(
+                        p.name.span(),
+                        format!(
+                            "parameter `{0}` is not part of the cache key, so calls that differ only in `{0}` would share one entry; {suggestion} list it in `skip = [{0}]` if it does not change the result",
+                            p.name
+                        ),
+                    );
+                }
+            }
+            for span in &self.unnamed {
+                self.errors.push(
+                    *span,
+                    "a destructured parameter can not be part of a cache key: take it by name (`point: Point`) and destructure inside the body",
+                );
+            }
         }
+        (key, used)
     }
 
-    // `store`.
-    let store = args
-        .store
-        .as_ref()
-        .and_then(|(_, lit)| check_store_name(lit).map_err(|e| errors.push_err(e)).ok());
-
-    // Invalidations.
-    let mut invalidations = Vec::new();
-    if let Some((_, entries)) = &args.invalidate {
-        for entry in entries {
-            match entry {
-                InvalidateEntry::Typed(call) => {
-                    invalidations.push(Invalidation::Typed(call.clone()))
-                }
-                InvalidateEntry::Template(lit) => match template::parse(lit) {
-                    Ok(t) => {
-                        let mut ignored = Vec::new();
-                        let parts = template_parts(&t, &params, fn_name, &mut errors, &mut ignored);
-                        invalidations.push(if t.is_pattern() {
-                            Invalidation::Pattern(parts)
-                        } else {
-                            Invalidation::Exact(parts)
-                        });
-                    }
-                    Err(e) => errors.push_err(e),
-                },
-                InvalidateEntry::Tag(lit) => match template::parse(lit) {
-                    Ok(t) => {
-                        if lit.value().trim().is_empty() {
-                            errors.push(
-                                lit.span(),
-                                "`tag(\"\")` names no tag: write the tag to invalidate, e.g. `tag(\"user:{user_id}\")`",
-                            );
-                        } else if t.is_pattern() {
-                            errors.push(
-                                lit.span(),
-                                "tags are invalidated exactly; `*`, `?` and `[` are not allowed in `tag(...)` (to invalidate keys by pattern, write the template without `tag`: `invalidate = [\"user:{user_id}:*\"]`)",
-                            );
-                        }
-                        let mut ignored = Vec::new();
-                        let parts = template_parts(&t, &params, fn_name, &mut errors, &mut ignored);
-                        invalidations.push(Invalidation::Tag(parts));
-                    }
-                    Err(e) => errors.push_err(e),
-                },
+    /// `version`: the last segment of the own key, so the companions and
+    /// every typed invalidation pick it up.
+    fn version(&mut self, key: &mut Vec<KeyPart>) {
+        if let (Some((_, lit)), true) = (&self.args.version, self.mode != Mode::Write) {
+            match check_version(lit) {
+                Ok(v) => key.push(KeyPart::Text(format!(":v{v}"))),
+                Err(e) => self.errors.push_err(e),
             }
         }
     }
 
-    if let Some(e) = errors.0 {
+    /// `tags` of the own entry: at most [`MAX_TAGS`], none empty, repeated
+    /// or a pattern, each using only the key's parameters.
+    fn own_tags(&mut self, used: &[(String, Span)], skipped: &[&Ident]) -> Vec<Vec<KeyPart>> {
+        let mut tags = Vec::new();
+        if let (Some((name, lits)), true) = (&self.args.tags, self.mode != Mode::Write) {
+            if lits.len() > MAX_TAGS {
+                self.errors.push(
+                    name.span(),
+                    format!(
+                        "`tags` lists {} tags; a function can have at most {MAX_TAGS}",
+                        lits.len()
+                    ),
+                );
+            }
+            let key_names: Vec<String> = self
+                .params
+                .iter()
+                .filter(|p| used.iter().any(|(r, _)| plain_name(&p.name) == *r))
+                .map(|p| plain_name(&p.name))
+                .collect();
+            let mut seen: Vec<String> = Vec::new();
+            for lit in lits {
+                let text = lit.value();
+                if text.trim().is_empty() {
+                    self.errors.push(
+                        lit.span(),
+                        "a tag can not be empty: name what the entry belongs to, e.g. `tags = [\"user:{user_id}\"]`",
+                    );
+                    continue;
+                }
+                if seen.contains(&text) {
+                    self.errors.push(
+                        lit.span(),
+                        format!("tag {text:?} is listed twice in `tags`; remove one"),
+                    );
+                    continue;
+                }
+                seen.push(text);
+                let t = match template::parse(lit) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.errors.push_err(e);
+                        continue;
+                    }
+                };
+                if t.is_pattern() {
+                    self.errors.push(
+                        lit.span(),
+                        "a tag is an exact label; it can not contain `*`, `?` or `[` (pattern characters): entries are invalidated by their exact tag, with `invalidate = [tag(\"...\")]`",
+                    );
+                }
+                let mut tag_used = Vec::new();
+                let parts = template_parts(
+                    &t,
+                    &self.params,
+                    self.fn_name,
+                    &mut self.errors,
+                    &mut tag_used,
+                );
+                for (root, span) in &tag_used {
+                    // A parameter in neither the key nor `skip` is reported
+                    // already ("not part of the cache key").
+                    if let Some(s) = skipped.iter().find(|s| plain_name(s) == *root) {
+                        let key_list = if key_names.is_empty() {
+                            "it has none".to_owned()
+                        } else {
+                            key_names.join(", ")
+                        };
+                        self.errors.push(
+                            *span,
+                            format!(
+                                "`{s}` is listed in `skip`, so it is not part of the key; a tag can only use the key's parameters ({key_list}): one entry is shared by calls that differ only in skipped parameters, so its tags can not depend on them"
+                            ),
+                        );
+                    }
+                }
+                tags.push(parts);
+            }
+        }
+        tags
+    }
+
+    /// `store` is a valid store name.
+    fn store(&mut self) -> Option<String> {
+        let args = self.args;
+        args.store.as_ref().and_then(|(_, lit)| {
+            check_store_name(lit)
+                .map_err(|e| self.errors.push_err(e))
+                .ok()
+        })
+    }
+
+    /// Each `invalidate` entry: a typed call (checked by rustc), or a
+    /// template, pattern or tag of this function's parameters.
+    fn invalidations(&mut self) -> Vec<Invalidation> {
+        let mut invalidations = Vec::new();
+        if let Some((_, entries)) = &self.args.invalidate {
+            for entry in entries {
+                match entry {
+                    InvalidateEntry::Typed(call) => {
+                        invalidations.push(Invalidation::Typed(call.clone()))
+                    }
+                    InvalidateEntry::Template(lit) => match template::parse(lit) {
+                        Ok(t) => {
+                            let mut ignored = Vec::new();
+                            let parts = template_parts(
+                                &t,
+                                &self.params,
+                                self.fn_name,
+                                &mut self.errors,
+                                &mut ignored,
+                            );
+                            invalidations.push(if t.is_pattern() {
+                                Invalidation::Pattern(parts)
+                            } else {
+                                Invalidation::Exact(parts)
+                            });
+                        }
+                        Err(e) => self.errors.push_err(e),
+                    },
+                    InvalidateEntry::Tag(lit) => match template::parse(lit) {
+                        Ok(t) => {
+                            if lit.value().trim().is_empty() {
+                                self.errors.push(
+                                    lit.span(),
+                                    "`tag(\"\")` names no tag: write the tag to invalidate, e.g. `tag(\"user:{user_id}\")`",
+                                );
+                            } else if t.is_pattern() {
+                                self.errors.push(
+                                    lit.span(),
+                                    "tags are invalidated exactly; `*`, `?` and `[` are not allowed in `tag(...)` (to invalidate keys by pattern, write the template without `tag`: `invalidate = [\"user:{user_id}:*\"]`)",
+                                );
+                            }
+                            let mut ignored = Vec::new();
+                            let parts = template_parts(
+                                &t,
+                                &self.params,
+                                self.fn_name,
+                                &mut self.errors,
+                                &mut ignored,
+                            );
+                            invalidations.push(Invalidation::Tag(parts));
+                        }
+                        Err(e) => self.errors.push_err(e),
+                    },
+                }
+            }
+        }
+        invalidations
+    }
+}
+
+/// Checks the arguments against the signature (every rule above, all
+/// errors collected) and decides what to generate.
+pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
+    let mut check = Check::new(args, sig);
+    check.rule_async();
+    check.rule_keyless_options();
+    let ttl = duration_ms(&args.ttl, &TTL, &mut check.errors);
+    let stampede = check.stampede_options();
+    let skipped = check.skipped();
+    let stored_ty = check.stored_type();
+    let (mut key, used) = check.own_key(&skipped);
+    check.version(&mut key);
+    let tags = check.own_tags(&used, &skipped);
+    let store = check.store();
+    let invalidations = check.invalidations();
+    if let Some(e) = check.errors.0 {
         return Err(e);
     }
 
     // Companion arguments: the parameters the own key reads, in order.
     let used_roots: BTreeSet<&str> = used.iter().map(|(r, _)| r.as_str()).collect();
-    let key_params = params
+    let key_params = check
+        .params
         .iter()
         .filter(|p| used_roots.contains(plain_name(&p.name).as_str()))
         .map(|p| (p.name.clone(), p.ty.clone()))
         .collect();
 
     Ok(Plan {
-        mode,
+        mode: check.mode,
         stored_ty,
-        key: if has_key { key } else { Vec::new() },
+        key: if check.has_key { key } else { Vec::new() },
         key_params,
         tags,
         store,
-        ttl: ttl_ms,
+        ttl,
         cache_none: args.cache_none.as_ref().is_some_and(|(_, l)| l.value),
         cache_none_span: args
             .cache_none
@@ -780,16 +899,15 @@ pub fn validate(args: &Args, sig: &Signature) -> syn::Result<Plan> {
             .filter(|(_, l)| l.value)
             .map(|(name, _)| name.span()),
         near: args.near.as_ref().is_some_and(|(_, l)| l.value),
-        lease,
-        lease_ttl: lease_ttl_ms,
-        early_refresh,
-        swr: swr_ms,
-        sie: sie_ms,
+        lease: stampede.lease,
+        lease_ttl: stampede.lease_ttl,
+        early_refresh: stampede.early_refresh,
+        swr: stampede.swr,
+        sie: stampede.sie,
         invalidations,
-        has_receiver: receiver.is_some(),
+        has_receiver: check.receiver.is_some(),
     })
 }
-
 /// `version = N`: a positive `u32`.
 pub fn check_version(lit: &syn::LitInt) -> syn::Result<u32> {
     match lit.base10_parse::<u32>() {

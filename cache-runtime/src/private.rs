@@ -15,6 +15,7 @@ use crate::codec::Cacheable;
 pub use crate::key::KeyBuilder;
 use crate::key::KeyKind;
 pub use crate::metrics::SpecMetrics;
+pub use crate::policy::Overrides;
 pub use crate::policy::refresh::LoadTime;
 use crate::read::no_inline;
 use crate::stats::Counters;
@@ -30,21 +31,10 @@ pub struct Spec {
     pub module: &'static str,
     /// The type of its impl, when `#[cached]` on the impl block names it.
     pub owner: Option<&'static str>,
-    /// `None`: the cache's default TTL.
-    pub ttl: Option<Duration>,
     /// Store `None` results of `Option` returns.
     pub cache_none: bool,
-    /// `lease = bool`; `None`: the cache's setting.
-    pub lease: Option<bool>,
-    /// `lease_ttl = "5s"`; `None`: the cache's setting.
-    pub lease_ttl: Option<Duration>,
-    /// `early_refresh = true | false | beta`: the XFetch beta, `0.0` = off;
-    /// `None`: the cache's setting.
-    pub early_refresh: Option<f64>,
-    /// `stale_while_revalidate = "30s"`: `ZERO` = off; `None`: the cache's setting.
-    pub stale_while_revalidate: Option<Duration>,
-    /// `stale_if_error = "5m"`: `ZERO` = off; `None`: the cache's setting.
-    pub stale_if_error: Option<Duration>,
+    /// `ttl` and the stampede options; `None`: the cache's setting.
+    pub options: Overrides,
     /// How long the body takes (XFetch's delta), measured in this process.
     pub load_time: LoadTime,
     /// `store = "flags"`: a named store; `None`: the cache's own store.

@@ -28,7 +28,7 @@ use crate::Cache;
 use crate::cache::{Lookup, warming};
 use crate::codec::{Cacheable, CodecError};
 use crate::metrics::Event;
-use crate::policy::lease::{Content, LeaseFor, LeaseReply, Token, classify};
+use crate::policy::lease::{Content, Filled, LeaseFor, LeaseGuard, LeaseReply, Token, classify};
 use crate::policy::refresh::should_refresh;
 use crate::policy::single_flight::{Leader, Outcome, Role, Stamp};
 use crate::policy::tags;
@@ -51,18 +51,16 @@ struct Effective {
 impl Effective {
     #[inline]
     fn new(cache: &Cache, spec: &Spec) -> Self {
-        let p = &cache.inner.policy;
+        let p = cache.inner.policy.with(&spec.options);
         Effective {
-            ttl: spec.ttl.unwrap_or(cache.inner.default_ttl),
+            ttl: spec.options.ttl.unwrap_or(cache.inner.default_ttl),
             near: false,
-            leases: spec.lease.unwrap_or(p.leases),
-            lease_ttl: spec.lease_ttl.unwrap_or(p.lease_ttl),
+            leases: p.leases,
+            lease_ttl: p.lease_ttl,
             lease_wait: p.lease_wait,
-            beta: spec.early_refresh.unwrap_or(p.early_refresh),
-            swr: spec
-                .stale_while_revalidate
-                .unwrap_or(p.stale_while_revalidate),
-            sie: spec.stale_if_error.unwrap_or(p.stale_if_error),
+            beta: p.early_refresh,
+            swr: p.stale_while_revalidate,
+            sie: p.stale_if_error,
         }
     }
 
@@ -1245,128 +1243,4 @@ pub(crate) fn no_inline<F: Future>(inner: F) -> NoInline<F> {
 fn count(spec: &'static Spec, counter: &AtomicU64, event: Event) {
     Counters::bump(counter);
     spec.count(event);
-}
-
-/// How a fill under a lease ended.
-enum Filled {
-    /// Stored while the lease was intact, and the tags' versions read at the
-    /// same time are the ones recorded: safe to share.
-    Stored(Bytes),
-    /// The store did not answer: nothing is known to be stored.
-    Unconfirmed(Bytes),
-    /// The value could not be encoded (counted); the lease was given back.
-    NotEncoded,
-    /// The lease was gone (voided by an invalidation, or lost with a Redis
-    /// restart), or a tag moved while the body ran: the result may predate
-    /// an invalidation.
-    Lost,
-}
-
-/// A lease this call holds. Dropped unfilled (the call was cancelled), it
-/// is given back in the background so nobody waits for it to expire.
-struct LeaseGuard {
-    cache: Cache,
-    key: String,
-    token: Option<Token>,
-}
-
-impl LeaseGuard {
-    fn new(cache: &Cache, key: &str, token: Token) -> Self {
-        LeaseGuard {
-            cache: cache.clone(),
-            key: key.to_owned(),
-            token: Some(token),
-        }
-    }
-
-    /// Stores the encoded value (`None`: it could not be) if the lease is
-    /// still ours; with `tags`, reads their versions at the same time (one
-    /// round trip) and checks them against the `tag_versions` recorded
-    /// before the body ran.
-    async fn fill_encoded(
-        mut self,
-        bytes: Option<Vec<u8>>,
-        tag_versions: &[u64],
-        tags: &[String],
-        ttl: Duration,
-    ) -> Filled {
-        let Some(token) = self.token.take() else {
-            return Filled::NotEncoded;
-        };
-        let cache = &self.cache;
-        let store = &cache.inner.store;
-        let Some(bytes) = bytes else {
-            if let Err(e) = store.release(&self.key, &token, true).await {
-                cache.store_failed(&e);
-            }
-            return Filled::NotEncoded;
-        };
-        let shared = Bytes::from(bytes);
-        let fill = store.fill(&self.key, &token, shared.clone(), ttl);
-        let (filled, current) = if tags.is_empty() {
-            (fill.await, Ok(true))
-        } else {
-            let now = store.fetch(&self.key, false, tags);
-            let (filled, now) = futures_util::future::join(fill, now).await;
-            (
-                filled,
-                now.map(|now| tags::current(tag_versions.iter().copied(), &now.tags)),
-            )
-        };
-        match (filled, current) {
-            (Ok(true), Ok(true)) => {
-                Counters::bump(&cache.inner.counters.stores);
-                Filled::Stored(shared)
-            }
-            (Ok(true), Ok(false)) => {
-                // Stored, but a tag moved: readers will not serve it.
-                Counters::bump(&cache.inner.counters.stores);
-                Counters::bump(&cache.inner.counters.leases_lost);
-                Filled::Lost
-            }
-            (Ok(false), _) => {
-                Counters::bump(&cache.inner.counters.leases_lost);
-                Filled::Lost
-            }
-            // Unreachable: nothing known to be stored; share the result with
-            // this process's callers rather than send each to the database.
-            (Err(e), _) | (Ok(true), Err(e)) => {
-                cache.store_failed(&e);
-                if e.is_unavailable() {
-                    Filled::Unconfirmed(shared)
-                } else {
-                    Filled::Lost
-                }
-            }
-        }
-    }
-
-    async fn release(mut self, restore: bool) {
-        if let Some(token) = self.token.take()
-            && let Err(e) = self
-                .cache
-                .inner
-                .store
-                .release(&self.key, &token, restore)
-                .await
-        {
-            self.cache.store_failed(&e);
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime: the lease expires on its own
-        };
-        let cache = self.cache.clone();
-        let key = std::mem::take(&mut self.key);
-        runtime.spawn(async move {
-            let _ = cache.inner.store.release(&key, &token, true).await;
-        });
-    }
 }

@@ -34,6 +34,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::Cache;
+use crate::policy::tags;
+use crate::stats::Counters;
+use crate::store::Store;
+
 /// The first bytes of every lease record.
 pub(crate) const MARKER: &[u8] = b"\xC1lease:";
 const TOKEN_LEN: usize = 32;
@@ -226,6 +231,132 @@ pub(crate) enum LeaseReply {
     Acquired,
     /// Someone else's: the key's current content.
     Held(Content),
+}
+
+// ------------------------------------------------ a lease this process holds
+
+/// How a fill under a lease ended.
+pub(crate) enum Filled {
+    /// Stored while the lease was intact, and the tags' versions read at the
+    /// same time are the ones recorded: safe to share.
+    Stored(Bytes),
+    /// The store did not answer: nothing is known to be stored.
+    Unconfirmed(Bytes),
+    /// The value could not be encoded (counted); the lease was given back.
+    NotEncoded,
+    /// The lease was gone (voided by an invalidation, or lost with a Redis
+    /// restart), or a tag moved while the body ran: the result may predate
+    /// an invalidation.
+    Lost,
+}
+
+/// A lease this call holds. Dropped unfilled (the call was cancelled), it
+/// is given back in the background so nobody waits for it to expire.
+pub(crate) struct LeaseGuard {
+    cache: Cache,
+    key: String,
+    pub(crate) token: Option<Token>,
+}
+
+impl LeaseGuard {
+    pub(crate) fn new(cache: &Cache, key: &str, token: Token) -> Self {
+        LeaseGuard {
+            cache: cache.clone(),
+            key: key.to_owned(),
+            token: Some(token),
+        }
+    }
+
+    /// Stores the encoded value (`None`: it could not be) if the lease is
+    /// still ours; with `tags`, reads their versions at the same time (one
+    /// round trip) and checks them against the `tag_versions` recorded
+    /// before the body ran.
+    pub(crate) async fn fill_encoded(
+        mut self,
+        bytes: Option<Vec<u8>>,
+        tag_versions: &[u64],
+        tags: &[String],
+        ttl: Duration,
+    ) -> Filled {
+        let Some(token) = self.token.take() else {
+            return Filled::NotEncoded;
+        };
+        let cache = &self.cache;
+        let store = &cache.inner.store;
+        let Some(bytes) = bytes else {
+            if let Err(e) = store.release(&self.key, &token, true).await {
+                cache.store_failed(&e);
+            }
+            return Filled::NotEncoded;
+        };
+        let shared = Bytes::from(bytes);
+        let fill = store.fill(&self.key, &token, shared.clone(), ttl);
+        let (filled, current) = if tags.is_empty() {
+            (fill.await, Ok(true))
+        } else {
+            let now = store.fetch(&self.key, false, tags);
+            let (filled, now) = futures_util::future::join(fill, now).await;
+            (
+                filled,
+                now.map(|now| tags::current(tag_versions.iter().copied(), &now.tags)),
+            )
+        };
+        match (filled, current) {
+            (Ok(true), Ok(true)) => {
+                Counters::bump(&cache.inner.counters.stores);
+                Filled::Stored(shared)
+            }
+            (Ok(true), Ok(false)) => {
+                // Stored, but a tag moved: readers will not serve it.
+                Counters::bump(&cache.inner.counters.stores);
+                Counters::bump(&cache.inner.counters.leases_lost);
+                Filled::Lost
+            }
+            (Ok(false), _) => {
+                Counters::bump(&cache.inner.counters.leases_lost);
+                Filled::Lost
+            }
+            // Unreachable: nothing known to be stored; share the result with
+            // this process's callers rather than send each to the database.
+            (Err(e), _) | (Ok(true), Err(e)) => {
+                cache.store_failed(&e);
+                if e.is_unavailable() {
+                    Filled::Unconfirmed(shared)
+                } else {
+                    Filled::Lost
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn release(mut self, restore: bool) {
+        if let Some(token) = self.token.take()
+            && let Err(e) = self
+                .cache
+                .inner
+                .store
+                .release(&self.key, &token, restore)
+                .await
+        {
+            self.cache.store_failed(&e);
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the lease expires on its own
+        };
+        let cache = self.cache.clone();
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            let _ = cache.inner.store.release(&key, &token, true).await;
+        });
+    }
 }
 
 #[cfg(test)]
