@@ -254,7 +254,12 @@ pub(crate) fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
 ///     square(3).await;
 ///     square(3).await;
 /// }).await;
-/// let square = cache_runtime::function_stats().into_iter().find(|f| f.name == "square").unwrap();
+/// // Named by module path (without the crate's name) and function: here
+/// // `square` at a crate's root, `repos::square` in a module `repos`.
+/// let square = cache_runtime::function_stats()
+///     .into_iter()
+///     .find(|f| f.name.ends_with("square"))
+///     .unwrap();
 /// assert_eq!((square.hits, square.misses, square.loads), (1, 1, 1));
 /// assert_eq!(square.hit_ratio(), 0.5);
 /// # Ok(()) }
