@@ -9,7 +9,7 @@
 # measure), and (cached - runtime) / 50, the marginal cost of one more
 # cached function. Also a debug edit loop: one body edited, rebuilt.
 #
-#   scripts/compile_cost.sh            # prints a table; takes ~10 min on 2 cores
+#   scripts/compile_cost.sh            # prints a table; 3-6 min on 2 cores once the dependencies are built
 #
 # Each figure is the median of ROUNDS (default 3) builds.
 set -euo pipefail
