@@ -442,6 +442,12 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// A parsed template's parts, each placeholder naming a parameter (or a
+    /// field path on one); the parameters it reads are added to `used`.
+    fn parts(&mut self, t: &Template, used: &mut Vec<(String, Span)>) -> Vec<KeyPart> {
+        template_parts(t, &self.params, self.fn_name, &mut self.errors, used)
+    }
+
     /// The function is `async`: the cache is reached over the network.
     fn rule_async(&mut self) {
         if self.sig.asyncness.is_none() {
@@ -615,7 +621,7 @@ impl<'a> Check<'a> {
                                 "a key `prefix` can not contain `*`, `?` or `[`: those are pattern characters (use them in `invalidate` templates)",
                             );
                         }
-                        key = template_parts(&t, &self.params, self.fn_name, &mut self.errors, &mut used);
+                        key = self.parts(&t, &mut used);
                     }
                     Err(e) => self.errors.push_err(e),
                 },
@@ -756,13 +762,7 @@ impl<'a> Check<'a> {
                     );
                 }
                 let mut tag_used = Vec::new();
-                let parts = template_parts(
-                    &t,
-                    &self.params,
-                    self.fn_name,
-                    &mut self.errors,
-                    &mut tag_used,
-                );
+                let parts = self.parts(&t, &mut tag_used);
                 for (root, span) in &tag_used {
                     // A parameter in neither the key nor `skip` is reported
                     // already ("not part of the cache key").
@@ -809,13 +809,7 @@ impl<'a> Check<'a> {
                     InvalidateEntry::Template(lit) => match template::parse(lit) {
                         Ok(t) => {
                             let mut ignored = Vec::new();
-                            let parts = template_parts(
-                                &t,
-                                &self.params,
-                                self.fn_name,
-                                &mut self.errors,
-                                &mut ignored,
-                            );
+                            let parts = self.parts(&t, &mut ignored);
                             invalidations.push(if t.is_pattern() {
                                 Invalidation::Pattern(parts)
                             } else {
@@ -838,13 +832,7 @@ impl<'a> Check<'a> {
                                 );
                             }
                             let mut ignored = Vec::new();
-                            let parts = template_parts(
-                                &t,
-                                &self.params,
-                                self.fn_name,
-                                &mut self.errors,
-                                &mut ignored,
-                            );
+                            let parts = self.parts(&t, &mut ignored);
                             invalidations.push(Invalidation::Tag(parts));
                         }
                         Err(e) => self.errors.push_err(e),
