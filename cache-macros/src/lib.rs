@@ -99,7 +99,9 @@ fn check_order(func: &ItemFn) -> syn::Result<()> {
         })
     }
     let output = func.sig.output.to_token_stream();
-    if func.sig.asyncness.is_none() && mentions(output, &|i| i == "Future") {
+    // `#[async_trait]` returns `Pin<Box<dyn Future<..> + 'async_trait>>`; a
+    // hand-written `fn .. -> impl Future` is reported as not `async` instead.
+    if func.sig.asyncness.is_none() && mentions(output, &|i| i == "async_trait") {
         return Err(syn::Error::new(
             Span::call_site(),
             "#[cached] sees a function that returns a boxed future: `#[async_trait]` ran first. Put a bare `#[cached]` on the impl block, above `#[async_trait]`, and keep `#[cached(..)]` on the method",
